@@ -1,0 +1,669 @@
+"""Attention-sink, sparsity and massive-activation analysis of a trained model.
+
+Every metric follows "Metrics, as the authors define them" in PAPER.md (shared notes on
+arXiv 2504.20966 and the authors' analysis code):
+
+* **Sink score / sink rate** (Gu et al. 2024): for layer l, head h and sample n, the sink
+  score is the mean over the sample's *valid* (non-padded) query positions t of the
+  attention weight on key 0 (the BOS token). A (layer, head, sample) triple is a sink when
+  its score exceeds eps; the sink rate is the percentage of such triples, reported at
+  eps = 0.2 and 0.3. Every sample counts once (the authors' script divides by the number
+  of batches instead of batches x batch size -- a bug we do not copy).
+* **Sparsity**: fraction of the entries of the causal lower triangle (diagonal included,
+  padded queries and keys excluded) that are exactly zero; a second figure counts
+  |a| <= 1e-5 as zero.
+* **Kurtosis**: every element of every hidden state (embedding output, residual stream
+  after each layer, final normed output), padding excluded, pooled into one population;
+  Pearson (non-excess) kurtosis mu4 / mu2^2 accumulated in float64. Also min, max, max |x|.
+
+The pure metric functions take tensors; `analyze_model` runs a model over validation
+documents and accumulates all of them across batches; `run_analysis` is the file-level
+entry point used by the pipeline (JSON summary + NPZ arrays, both written atomically).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "sink_scores",
+    "sink_rate",
+    "sink_rate_per_layer",
+    "attention_sparsity",
+    "SparsityCounts",
+    "MomentAccumulator",
+    "kurtosis",
+    "analyze_model",
+    "run_analysis",
+    "load_docs",
+    "DEFAULT_CFG",
+    "HIST_EDGES",
+]
+
+DEFAULT_CFG: dict = {
+    "num_docs": 64,
+    "max_len": 256,
+    "batch_size": 8,
+    "sink_eps": [0.2, 0.3],
+    "zero_threshold": 1e-5,
+    "example_doc": 0,
+    "length_sweep": [],
+    "topk": 16,          # largest |activations| kept per hidden-state layer
+    "map_size": 128,     # attention maps of the example doc are cropped to map_size x map_size
+    "dtype": "float32",  # model dtype for the analysis forward passes (run_analysis only)
+    "pad_token_id": 0,   # id written into padded positions (masked out; value irrelevant)
+}
+
+# Log-spaced |x| bin edges of the hidden-state histograms (10 bins per decade, 1e-6 .. 1e5).
+# Bin 0 holds |x| < HIST_EDGES[0] (zeros included), bin i holds HIST_EDGES[i-1] <= |x| < HIST_EDGES[i],
+# the last bin holds |x| >= HIST_EDGES[-1]: len(HIST_EDGES) + 1 bins.
+HIST_EDGES = np.logspace(-6, 5, 111)
+
+
+def _fmt_eps(eps: float) -> str:
+    return f"{float(eps):g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Sink scores and sink rate
+# ----------------------------------------------------------------------------------------------
+def sink_scores(attn: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-(sample, head) sink score: mean over valid query positions of the weight on key 0.
+
+    PAPER.md, "Sink rate (Gu et al. 2024)": "for each layer l and head h, the mean over query
+    positions t of the attention weight on key 0 (the first/BOS token) ... Exclude padded
+    queries."
+
+    attn: [B, H, T, S] attention weights of one layer. query_mask: [B, T], 1/True for real
+    tokens, 0/False for padding (None = all valid). Returns float64 [B, H]; a sample without
+    any valid query gets NaN (ignored by `sink_rate`).
+    """
+    if attn.dim() != 4:
+        raise ValueError(f"attn must be [B, H, T, S], got {tuple(attn.shape)}")
+    B, H, T, _ = attn.shape
+    col0 = attn[..., 0].to(torch.float64)  # [B, H, T]
+    if query_mask is None:
+        return col0.mean(dim=-1)
+    if query_mask.shape != (B, T):
+        raise ValueError(f"query_mask must be [B, T] = [{B}, {T}], got {tuple(query_mask.shape)}")
+    m = query_mask.to(device=attn.device, dtype=torch.float64)[:, None, :]  # [B, 1, T]
+    n = m.sum(dim=-1)  # [B, 1]
+    s = (col0 * m).sum(dim=-1)
+    return torch.where(n > 0, s / n.clamp_min(1.0), torch.full_like(s, float("nan")))
+
+
+def _as_flat_array(scores) -> np.ndarray:
+    if isinstance(scores, torch.Tensor):
+        return scores.detach().to("cpu", torch.float64).numpy().ravel()
+    if isinstance(scores, np.ndarray):
+        return scores.astype(np.float64, copy=False).ravel()
+    # a list of per-batch arrays of possibly different sizes
+    parts = [_as_flat_array(s) for s in scores]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def sink_rate(scores, eps: float = 0.3) -> float:
+    """Percentage of (layer, head, sample) triples whose sink score exceeds eps.
+
+    PAPER.md: "a head is a sink head when that mean exceeds eps. Report the fraction of
+    (layer, head, sample) triples over eps, in %". `scores` holds one sink score per triple
+    (any shape, e.g. [L, H, N], or a list of per-batch arrays); each entry is one triple, so
+    every sample weighs the same whatever the batch it came in (the denominator is the
+    number of triples, i.e. layers x heads x samples, not layers x heads x batches as in the
+    authors' buggy script). NaN entries (samples without a valid query) are excluded.
+    Returns a float in [0, 100] (NaN if there is no valid triple).
+    """
+    x = _as_flat_array(scores)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return float("nan")
+    return float(100.0 * np.count_nonzero(x > eps) / x.size)
+
+
+def sink_rate_per_layer(scores, eps: float = 0.3) -> list[float]:
+    """Sink rate (%, as `sink_rate`) of each layer separately; scores [L, H, N] (or [L, ...])."""
+    x = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    return [sink_rate(x[l], eps) for l in range(x.shape[0])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sparsity
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class SparsityCounts:
+    """Counts over the causal lower triangle (diagonal included, padding excluded).
+
+    total: number of entries counted; zero: entries exactly 0; below: entries with
+    |a| <= threshold. Counts add across batches / layers (`+`); percentages via properties.
+    """
+
+    total: int = 0
+    zero: int = 0
+    below: int = 0
+    threshold: float = 0.0
+
+    def __add__(self, other: "SparsityCounts") -> "SparsityCounts":
+        if self.total and other.total and self.threshold != other.threshold:
+            raise ValueError("cannot add sparsity counts of different thresholds")
+        thr = other.threshold if not self.total else self.threshold
+        return SparsityCounts(self.total + other.total, self.zero + other.zero, self.below + other.below, thr)
+
+    @property
+    def zero_pct(self) -> float:
+        return 100.0 * self.zero / self.total if self.total else float("nan")
+
+    @property
+    def below_pct(self) -> float:
+        return 100.0 * self.below / self.total if self.total else float("nan")
+
+
+def attention_sparsity(
+    attn: torch.Tensor, valid_mask: torch.Tensor | None = None, threshold: float = 0.0
+) -> SparsityCounts:
+    """Zero counts of attention weights over the causal lower triangle, padding excluded.
+
+    PAPER.md, "Sparsity: fraction of entries of the causal lower triangle (diagonal included,
+    padding excluded) that are exactly zero; a second figure counts |a| <= 1e-5 as zero."
+
+    attn: [B, H, T, T] (or [B, H, T, S] with the causal diagonal aligned to the last key, as
+    in the model); valid_mask: [B, T] (S == T) token mask, 1 = real. An entry (t, s) counts
+    when s <= t and both query t and key s are real tokens. Returns `SparsityCounts` with
+    `zero` (exact zeros) and `below` (|a| <= threshold; equals `zero` for threshold 0).
+    """
+    if attn.dim() != 4:
+        raise ValueError(f"attn must be [B, H, T, S], got {tuple(attn.shape)}")
+    B, H, T, S = attn.shape
+    t = torch.arange(T, device=attn.device)[:, None] + (S - T)
+    s = torch.arange(S, device=attn.device)[None, :]
+    region = (s <= t)[None]  # [1, T, S]
+    if valid_mask is not None:
+        if valid_mask.shape != (B, S) or S != T:
+            raise ValueError(f"valid_mask must be [B, T] = [{B}, {T}] with T == S, got {tuple(valid_mask.shape)}")
+        v = valid_mask.to(device=attn.device).bool()
+        region = region & v[:, :, None] & v[:, None, :]  # [B, T, S]
+    region = region.expand(B, T, S)
+    n_per_head = int(region.sum())
+    a = attn.abs()
+    r = region[:, None]  # [B, 1, T, S]
+    zero = int(((a == 0) & r).sum())
+    below = int(((a <= threshold) & r).sum()) if threshold > 0 else zero
+    return SparsityCounts(total=n_per_head * H, zero=zero, below=below, threshold=float(threshold))
+
+
+# ----------------------------------------------------------------------------------------------
+# Kurtosis (streaming, float64, Chan / Pebay merging of central moments)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class MomentAccumulator:
+    """Streaming float64 count, mean, central moment sums M2..M4, min, max of a population.
+
+    Each `update` computes the batch's central moments two-pass in float64 (mean first, then
+    sums of powers of deviations), then merges them with the running ones by the pairwise
+    formulas of Chan et al. / Pebay (2008). No raw power sums are kept, so a huge mean or
+    outliers (massive activations) do not cancel catastrophically.
+
+    `kurtosis` is Pearson's (non-excess) mu4 / mu2^2 = n * M4 / M2^2 (PAPER.md, "Kurtosis").
+    """
+
+    n: int = 0
+    mean: float = 0.0
+    M2: float = 0.0
+    M3: float = 0.0
+    M4: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+
+    def update(self, x) -> "MomentAccumulator":
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to(torch.float64).reshape(-1)
+            nb = x.numel()
+            if nb == 0:
+                return self
+            mb = float(x.mean())
+            d = x - mb
+            d2 = d * d
+            M2b = float(d2.sum())
+            M3b = float((d2 * d).sum())
+            M4b = float((d2 * d2).sum())
+            lo, hi = float(x.min()), float(x.max())
+        else:
+            x = np.asarray(x, dtype=np.float64).ravel()
+            nb = x.size
+            if nb == 0:
+                return self
+            mb = float(x.mean())
+            d = x - mb
+            d2 = d * d
+            M2b, M3b, M4b = float(d2.sum()), float((d2 * d).sum()), float((d2 * d2).sum())
+            lo, hi = float(x.min()), float(x.max())
+        self.merge(MomentAccumulator(nb, mb, M2b, M3b, M4b, lo, hi))
+        return self
+
+    def merge(self, o: "MomentAccumulator") -> "MomentAccumulator":
+        if o.n == 0:
+            return self
+        if self.n == 0:
+            self.n, self.mean, self.M2, self.M3, self.M4, self.min, self.max = o.n, o.mean, o.M2, o.M3, o.M4, o.min, o.max
+            return self
+        na, nb = float(self.n), float(o.n)
+        n = na + nb
+        delta = o.mean - self.mean
+        d_n = delta / n
+        d_n2 = d_n * d_n
+        term1 = delta * d_n * na * nb  # delta^2 na nb / n
+        M4 = (self.M4 + o.M4 + term1 * d_n2 * (na * na - na * nb + nb * nb)
+              + 6.0 * d_n2 * (na * na * o.M2 + nb * nb * self.M2)
+              + 4.0 * d_n * (na * o.M3 - nb * self.M3))
+        M3 = (self.M3 + o.M3 + term1 * d_n * (na - nb)
+              + 3.0 * d_n * (na * o.M2 - nb * self.M2))
+        M2 = self.M2 + o.M2 + term1
+        self.mean = self.mean + d_n * nb
+        self.M2, self.M3, self.M4 = M2, M3, M4
+        self.n = self.n + o.n
+        self.min = min(self.min, o.min)
+        self.max = max(self.max, o.max)
+        return self
+
+    @property
+    def variance(self) -> float:
+        """Population variance mu2."""
+        return self.M2 / self.n if self.n else float("nan")
+
+    @property
+    def kurtosis(self) -> float:
+        """Pearson (non-excess) kurtosis mu4 / mu2^2 (NaN for an empty or constant population)."""
+        if self.n == 0 or self.M2 == 0:
+            return float("nan")
+        return self.n * self.M4 / (self.M2 * self.M2)
+
+    @property
+    def max_abs(self) -> float:
+        return max(abs(self.min), abs(self.max)) if self.n else float("nan")
+
+    def as_dict(self) -> dict:
+        return {
+            "count": int(self.n), "mean": self.mean, "std": math.sqrt(self.variance) if self.n else float("nan"),
+            "kurtosis": self.kurtosis, "min": self.min if self.n else float("nan"),
+            "max": self.max if self.n else float("nan"), "max_abs": self.max_abs,
+        }
+
+
+def kurtosis(x) -> float:
+    """One-shot Pearson (non-excess) kurtosis mu4 / mu2^2 of all elements of x, in float64."""
+    return MomentAccumulator().update(x).kurtosis
+
+
+# ----------------------------------------------------------------------------------------------
+# Model pass
+# ----------------------------------------------------------------------------------------------
+def load_docs(tokens: np.ndarray, offsets: np.ndarray, num_docs: int | None) -> list[np.ndarray]:
+    """The first `num_docs` documents (each [BOS] + ids + [EOS]) as int64 arrays."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = len(offsets) - 1 if num_docs is None else min(int(num_docs), len(offsets) - 1)
+    return [np.asarray(tokens[offsets[i]:offsets[i + 1]], dtype=np.int64) for i in range(n)]
+
+
+def _batches(docs: Sequence[np.ndarray], max_len: int, batch_size: int, pad_id: int):
+    """Yield (doc indices, input_ids [B, T], attention_mask [B, T]); docs sorted by length."""
+    lens = np.array([min(len(d), max_len) for d in docs])
+    order = [i for i in np.argsort(-lens, kind="stable") if lens[i] > 0]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        T = int(lens[idx[0]])
+        ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), T), dtype=torch.long)
+        for r, i in enumerate(idx):
+            n = int(lens[i])
+            ids[r, :n] = torch.from_numpy(docs[i][:n])
+            mask[r, :n] = 1
+        yield idx, ids, mask
+
+
+def _forward(model, ids, mask, device, hidden: bool):
+    out = model(ids.to(device), attention_mask=mask.to(device), output_attentions=True, output_hidden_states=hidden)
+    if out.attentions is None or any(a is None for a in out.attentions):
+        raise RuntimeError("model returned no attention weights; use the materialised (torch) attention backend")
+    return out
+
+
+@dataclass
+class _AttnAcc:
+    """Attention metrics of one pass (one truncation length)."""
+
+    num_docs: int
+    scores: np.ndarray | None = None  # [L, H, N] sink scores
+    sparsity: list = field(default_factory=list)  # per layer SparsityCounts
+    num_tokens: int = 0
+
+    def add(self, idx, attns, mask, threshold):
+        L, H = len(attns), attns[0].shape[1]
+        if self.scores is None:
+            self.scores = np.full((L, H, self.num_docs), np.nan)
+            self.sparsity = [SparsityCounts(threshold=threshold) for _ in range(L)]
+        for l, a in enumerate(attns):
+            self.scores[l][:, idx] = sink_scores(a, mask).cpu().numpy().T
+            self.sparsity[l] = self.sparsity[l] + attention_sparsity(a, mask, threshold)
+        self.num_tokens += int(mask.sum())
+
+    def summary(self, eps_list) -> dict:
+        tot = sum(self.sparsity, SparsityCounts())
+        return {
+            "num_tokens": self.num_tokens,
+            "sink_rate": {_fmt_eps(e): sink_rate(self.scores, e) for e in eps_list},
+            "sink_rate_per_layer": {_fmt_eps(e): sink_rate_per_layer(self.scores, e) for e in eps_list},
+            "sparsity": {"exact_zero_pct": tot.zero_pct, "le_threshold_pct": tot.below_pct,
+                         "threshold": tot.threshold, "entries": tot.total},
+            "sparsity_per_layer": {"exact_zero_pct": [c.zero_pct for c in self.sparsity],
+                                   "le_threshold_pct": [c.below_pct for c in self.sparsity]},
+        }
+
+
+def _attention_pass(model, docs, max_len, batch_size, threshold, pad_id, device, desc, progress):
+    from tqdm.auto import tqdm
+
+    acc = _AttnAcc(len(docs))
+    n_batches = math.ceil(len(docs) / batch_size)
+    for idx, ids, mask in tqdm(_batches(docs, max_len, batch_size, pad_id), total=n_batches, desc=desc,
+                               disable=not progress, leave=False):
+        out = _forward(model, ids, mask, device, hidden=False)
+        acc.add(idx, out.attentions, mask.to(out.attentions[0].device), threshold)
+    return acc
+
+
+class _TopK:
+    """Running top-k largest |x| of one hidden-state layer with (doc, token, channel) positions."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.abs = np.zeros(0)
+        self.val = np.zeros(0)
+        self.pos = np.zeros((0, 4), dtype=np.int64)  # doc, token position, channel, token id
+
+    def add(self, h: torch.Tensor, mask: torch.Tensor, idx, ids: torch.Tensor):
+        B, T, C = h.shape
+        a = h.detach().abs().float().masked_fill(~mask.bool()[:, :, None], -1.0).reshape(-1)
+        k = min(self.k, a.numel())
+        top = torch.topk(a, k)
+        keep = top.values >= 0
+        flat = top.indices[keep].cpu()
+        vals = h.detach().reshape(-1)[top.indices[keep]].double().cpu().numpy()
+        b, rem = flat // (T * C), flat % (T * C)
+        t, c = rem // C, rem % C
+        pos = np.stack([np.asarray(idx)[b.numpy()], t.numpy(), c.numpy(), ids[b, t].numpy()], axis=1)
+        allv = np.concatenate([self.val, vals])
+        allp = np.concatenate([self.pos, pos.astype(np.int64)])
+        order = np.argsort(-np.abs(allv), kind="stable")[: self.k]
+        self.val, self.pos = allv[order], allp[order]
+        self.abs = np.abs(self.val)
+
+    def arrays(self):
+        v = np.full(self.k, np.nan)
+        p = np.full((self.k, 4), -1, dtype=np.int64)
+        v[: len(self.val)] = self.val
+        p[: len(self.pos)] = self.pos
+        return v, p
+
+
+def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: bool = False) -> tuple[dict, dict]:
+    """Run `model` over the first cfg["num_docs"] validation documents and measure everything.
+
+    Documents are truncated to cfg["max_len"] tokens, batched (cfg["batch_size"], sorted by
+    length, right padding + attention_mask) and run under torch.no_grad with attention
+    weights and hidden states returned. All metrics are accumulated across batches.
+
+    Returns (summary, arrays). summary (JSON-able) holds the sink rate at each eps (overall
+    and per layer), sparsity (exact 0 and <= zero_threshold, overall and per layer), the
+    kurtosis / min / max / max_abs of the pooled hidden states (and per layer), counts of
+    docs and tokens and, if cfg["length_sweep"] is non-empty, the sink rate and sparsity at
+    each truncation length. arrays (for an .npz) are described in `ARRAYS_DOC`.
+    """
+    c = {**DEFAULT_CFG, **(cfg or {})}
+    eps_list = [float(e) for e in c["sink_eps"]]
+    thr = float(c["zero_threshold"])
+    max_len, bs, pad_id = int(c["max_len"]), int(c["batch_size"]), int(c["pad_token_id"])
+    docs = load_docs(tokens, offsets, c["num_docs"])
+    if not docs:
+        raise ValueError("no documents to analyse")
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    conf = getattr(model, "config", None)
+    old_backend = getattr(conf, "attention_backend", None)
+    if old_backend is not None:
+        conf.attention_backend = "torch"  # the only path that materialises attention weights
+    try:
+        with torch.no_grad():
+            attn_acc = _AttnAcc(len(docs))
+            moments: MomentAccumulator | None = None
+            layer_moments: list[MomentAccumulator] = []
+            hist = topk = None
+            n_batches = math.ceil(len(docs) / bs)
+            for idx, ids, mask in tqdm(_batches(docs, max_len, bs, pad_id), total=n_batches,
+                                       desc="analysis", disable=not progress):
+                out = _forward(model, ids, mask, device, hidden=True)
+                dev_mask = mask.to(out.attentions[0].device)
+                attn_acc.add(idx, out.attentions, dev_mask, thr)
+                hs = out.hidden_states
+                if moments is None:
+                    moments = MomentAccumulator()
+                    layer_moments = [MomentAccumulator() for _ in hs]
+                    hist = np.zeros((len(hs), len(HIST_EDGES) + 1), dtype=np.int64)
+                    topk = [_TopK(int(c["topk"])) for _ in hs]
+                    edges_t = torch.tensor(HIST_EDGES, dtype=torch.float64)
+                for l, h in enumerate(hs):
+                    hm = h.detach()[mask.to(h.device).bool()]  # [n_valid, C], padding excluded
+                    lm = MomentAccumulator().update(hm)
+                    layer_moments[l].merge(lm)
+                    moments.merge(MomentAccumulator(**vars(lm)))
+                    b = torch.bucketize(hm.abs().double().cpu().reshape(-1), edges_t, right=True)
+                    hist[l] += torch.bincount(b, minlength=len(HIST_EDGES) + 1).numpy()
+                    topk[l].add(h, mask.to(h.device), idx, ids)
+
+            # example document: attention maps and per-channel max |h|
+            ex = int(c["example_doc"])
+            ex_offsets = np.asarray(offsets, dtype=np.int64)
+            ex = min(max(ex, 0), len(ex_offsets) - 2)
+            ex_doc = np.asarray(tokens[ex_offsets[ex]:ex_offsets[ex + 1]], dtype=np.int64)[:max_len]
+            ids = torch.from_numpy(ex_doc)[None]
+            mask = torch.ones_like(ids)
+            out = _forward(model, ids, mask, device, hidden=True)
+            m = min(int(c["map_size"]), ids.shape[1])
+            ex_maps = torch.stack([a[0, :, :m, :m] for a in out.attentions]).float().cpu().numpy()  # [L, H, m, m]
+            ex_chan = torch.stack([h[0].abs().amax(dim=0) for h in out.hidden_states]).float().cpu().numpy()  # [L+2, C]
+            ex_tok = torch.stack([h[0].abs().amax(dim=-1) for h in out.hidden_states]).float().cpu().numpy()  # [L+2, T]
+
+            sweep = []
+            for length in c["length_sweep"] or []:
+                length = int(length)
+                acc = attn_acc if length == max_len else _attention_pass(
+                    model, docs, length, bs, thr, pad_id, device, f"sweep {length}", progress)
+                s = acc.summary(eps_list)
+                sweep.append({"length": length, "num_tokens": s["num_tokens"], "sink_rate": s["sink_rate"],
+                              "sparsity_exact_zero_pct": s["sparsity"]["exact_zero_pct"],
+                              "sparsity_le_threshold_pct": s["sparsity"]["le_threshold_pct"]})
+    finally:
+        if old_backend is not None:
+            conf.attention_backend = old_backend
+        model.train(was_training)
+
+    att = attn_acc.summary(eps_list)
+    md = moments.as_dict()
+    summary = {
+        "attention_kind": getattr(conf, "attention_kind", None),
+        "num_docs": len(docs),
+        "num_tokens": att["num_tokens"],
+        "max_len": max_len,
+        "num_layers": int(attn_acc.scores.shape[0]),
+        "num_heads": int(attn_acc.scores.shape[1]),
+        "sink_eps": eps_list,
+        "sink_rate": att["sink_rate"],
+        "sink_rate_per_layer": att["sink_rate_per_layer"],
+        "kurtosis": md["kurtosis"],
+        "min": md["min"],
+        "max": md["max"],
+        "max_abs": md["max_abs"],
+        "mean": md["mean"],
+        "std": md["std"],
+        "num_hidden_values": md["count"],
+        "hidden_state_names": ["embedding"] + [f"layer {i}" for i in range(len(layer_moments) - 2)] + ["final norm"],
+        "per_hidden_state": {k: [lm.as_dict()[k] for lm in layer_moments] for k in ("kurtosis", "min", "max", "max_abs")},
+        "sparsity": att["sparsity"],
+        "sparsity_per_layer": att["sparsity_per_layer"],
+        "example_doc": ex,
+        "example_len": int(ids.shape[1]),
+        "length_sweep": sweep,
+        "config": {k: c[k] for k in DEFAULT_CFG},
+    }
+    tk_v, tk_p = zip(*(t.arrays() for t in topk))
+    tk_p = np.stack(tk_p)
+    arrays = {
+        "attn_example": ex_maps.astype(np.float32),
+        "example_tokens": ex_doc[:m],
+        "hidden_max_abs_channel": ex_chan.astype(np.float32),
+        "hidden_max_abs_token": ex_tok.astype(np.float32),
+        "topk_values": np.stack(tk_v),
+        "topk_doc": tk_p[..., 0],
+        "topk_position": tk_p[..., 1],
+        "topk_channel": tk_p[..., 2],
+        "topk_token_id": tk_p[..., 3],
+        "hist_edges": HIST_EDGES.copy(),
+        "hist_counts": hist,
+        "sink_scores": attn_acc.scores.astype(np.float32),
+        "sink_scores_mean": np.nanmean(attn_acc.scores, axis=-1),
+        "sparsity_per_layer_zero_pct": np.array(att["sparsity_per_layer"]["exact_zero_pct"]),
+        "sparsity_per_layer_le_threshold_pct": np.array(att["sparsity_per_layer"]["le_threshold_pct"]),
+    }
+    if sweep:
+        arrays["sweep_lengths"] = np.array([s["length"] for s in sweep])
+        for e in eps_list:
+            arrays[f"sweep_sink_rate_{_fmt_eps(e)}"] = np.array([s["sink_rate"][_fmt_eps(e)] for s in sweep])
+        arrays["sweep_sparsity_zero_pct"] = np.array([s["sparsity_exact_zero_pct"] for s in sweep])
+        arrays["sweep_sparsity_le_threshold_pct"] = np.array([s["sparsity_le_threshold_pct"] for s in sweep])
+    return summary, arrays
+
+
+ARRAYS_DOC = """analysis .npz contents (L layers, H heads, C channels, N docs, L+2 hidden states:
+embedding, after each layer, final norm; m = min(map_size, example length)):
+  attn_example              [L, H, m, m] float32  attention weights of the example doc, top-left crop
+  example_tokens            [m] int64            its token ids
+  hidden_max_abs_channel    [L+2, C] float32      example doc: max over tokens of |h| per channel
+  hidden_max_abs_token      [L+2, T] float32      example doc: max over channels of |h| per token
+  topk_values               [L+2, k] float64      the k largest-|x| hidden values over all docs (signed; NaN pad)
+  topk_doc / topk_position / topk_channel / topk_token_id  [L+2, k] int64 where they occur (-1 pad)
+  hist_edges                [E] float64           log-spaced |x| bin edges (HIST_EDGES)
+  hist_counts               [L+2, E+1] int64      |x| < e0, [e_{i-1}, e_i), >= e_{E-1}; all docs, padding excluded
+  sink_scores               [L, H, N] float32     per (layer, head, doc) sink score
+  sink_scores_mean          [L, H] float64        averaged over docs
+  sparsity_per_layer_zero_pct / _le_threshold_pct  [L]
+  sweep_lengths, sweep_sink_rate_<eps>, sweep_sparsity_zero_pct, sweep_sparsity_le_threshold_pct  (if a sweep ran)
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+def _json_clean(o):
+    if isinstance(o, dict):
+        return {str(k): _json_clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_clean(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        f = float(o)
+        return f if math.isfinite(f) else None
+    if isinstance(o, np.ndarray):
+        return _json_clean(o.tolist())
+    return o
+
+
+def _atomic_write_bytes_via(path: Path, writer) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path, obj) -> None:
+    data = (json.dumps(_json_clean(obj), indent=2, allow_nan=False) + "\n").encode()
+    _atomic_write_bytes_via(Path(path), lambda f: f.write(data))
+
+
+def write_npz_atomic(path, arrays: dict) -> None:
+    _atomic_write_bytes_via(Path(path), lambda f: np.savez_compressed(f, **arrays))
+
+
+def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu") -> dict:
+    """Load a saved model and the validation tokens, analyse, write JSON + NPZ atomically.
+
+    model_dir: a save_pretrained directory of SoftpickForCausalLM. data_dir: holds
+    tokens_val.npy (1-D token ids, docs framed [BOS] ids [EOS]) and docs_val.npy (offsets,
+    n_docs + 1). NaN / inf in the summary are written as null. Returns the summary.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from . import model as _registers  # noqa: F401  (registers SoftpickConfig with the Auto classes)
+
+    c = {**DEFAULT_CFG, **(cfg or {})}
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[c["dtype"]]
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=dtype).to(device)
+    data_dir = Path(data_dir)
+    tokens = np.load(data_dir / "tokens_val.npy", mmap_mode="r")
+    offsets = np.load(data_dir / "docs_val.npy")
+    summary, arrays = analyze_model(model, tokens, offsets, c, device, progress=True)
+    summary["model_dir"] = str(model_dir)
+    summary["data_dir"] = str(data_dir)
+    write_npz_atomic(out_npz, arrays)
+    write_json_atomic(out_json, summary)
+    return summary
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Sink rate / sparsity / kurtosis analysis of a trained model")
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--config", help="JSON or YAML file holding the analysis section (or a full config with 'analysis')")
+    ap.add_argument("--out-json", required=True)
+    ap.add_argument("--out-npz", required=True)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args(list(argv) if argv is not None else None)
+    cfg = {}
+    if a.config:
+        text = Path(a.config).read_text()
+        try:
+            cfg = json.loads(text)
+        except json.JSONDecodeError:
+            import yaml
+
+            cfg = yaml.safe_load(text)
+        cfg = cfg.get("analysis", cfg)
+    run_analysis(a.model_dir, a.data_dir, cfg, a.out_json, a.out_npz, a.device)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
