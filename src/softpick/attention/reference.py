@@ -3,20 +3,24 @@
 Layout: q [B, T, H, D], k / v [B, S, Hkv, D] with H a multiple of Hkv (GQA / MQA);
 output [B, T, H, D]; weights [B, H, T, S].
 
-Softpick (arXiv 2504.20966):  softpick(x)_i = ReLU(e^{x_i} - 1) / (sum_j |e^{x_j} - 1|)
+Softpick (arXiv 2504.20966), with one documented eps:
+
+    softpick(x)_i = ReLU(e^{x_i} - 1) / (sum_j |e^{x_j} - 1| + EPS)
+
 Stable form used here and by the Triton kernel, with the reference point
-m = max(0, max_j x_j) taken over the *unmasked* scores of the row:
+m = max(0, max_j x_j) taken over the *unmasked* scores of the row (both terms carry e^{-m}):
 
     num_i = ReLU(e^{x_i - m} - e^{-m})
-    den   = sum_{j unmasked} |e^{x_j - m} - e^{-m}|  +  EPS
+    den   = sum_{j unmasked} |e^{x_j - m} - e^{-m}|  +  EPS * e^{-m}
     p_i   = num_i / den
 
-Clamping m at 0 keeps e^{-m} <= 1, so rows whose scores are all very negative (or
-all masked) give p = 0 and finite gradients. Masked entries add exactly 0 to the
-denominator (setting them to -inf is not enough, see PAPER.md). m is treated as a
-constant in autograd (as the flash kernel does), so the gradient is the paper's:
-ds_k = (e^{s_k - m} / den) * ([s_k > 0] dp_k - sign(s_k) * delta).
-EPS is added after rescaling, as in the authors' reference; kernel and reference share it.
+EPS sits in the unscaled denominator (the authors' code adds it after rescaling, which makes
+the value depend on m); so p does not depend on m at all, m can be a constant for autograd,
+and the paper's gradient is exact: with D = sum_j |e^{s_j} - 1| + EPS, dp = dO V^T and
+delta = rowsum(O * dO),  ds_k = (e^{s_k} / D) * ([s_k > 0] dp_k - sign(s_k) delta).
+Clamping m at 0 keeps e^{-m} <= 1, so rows whose scores are all very negative (or all
+masked) give p = 0 and finite gradients. Masked entries add exactly 0 to the denominator
+(setting them to -inf is not enough, see PAPER.md).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import math
 
 import torch
 
-EPS = 1e-6  # added to the rescaled softpick denominator; the Triton kernel uses the same value
+EPS = 1e-6  # added to the unscaled softpick denominator (see above); the Triton kernel uses the same value
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor, scale: float | None) -> torch.Tensor:
@@ -71,7 +75,7 @@ def softpick_weights(scores: torch.Tensor, mask: torch.Tensor | None, eps: float
     if mask is not None:
         diff = diff.masked_fill(~mask, 0.0)
     num = torch.relu(diff)
-    den = diff.abs().sum(dim=-1, keepdim=True) + eps
+    den = diff.abs().sum(dim=-1, keepdim=True) + eps * base
     return num / den
 
 

@@ -1,0 +1,28 @@
+# The Softpick paper as one DAG: data -> train -> evaluate / quantize / analyze -> figures -> report.
+#   snakemake --cores all                                   # tiny scale (configs/default.yaml), CPU
+#   snakemake --cores all --configfile configs/small.yaml   # another scale, merged over the default
+#   snakemake --report report.html                          # HTML report of the figures and tables
+from softpick.config import validate_config
+
+configfile: "configs/default.yaml"
+
+validate_config(config)
+
+RUN = config["run_name"]
+VARIANTS = config["variants"]
+BITS = config["quantize"]["bits"]
+QMETHOD = config["quantize"]["method"]
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analyze.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FIGURES,
+        TABLES,

@@ -1,0 +1,374 @@
+"""Pretraining of one attention variant: AdamW, linear warm-up + cosine decay, as in PAPER.md.
+
+Single process by default; under torchrun (WORLD_SIZE > 1) it runs DDP (nccl on CUDA, gloo on
+CPU), each rank taking its share of every global batch. Logs one JSON record per step to
+train_log.jsonl, checkpoints atomically (temp dir, rename, COMPLETE marker last) and resumes
+from the newest complete checkpoint, restoring model, optimizer, data position and RNG states.
+The final model is exported with save_pretrained, its tokenizer beside it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .data import load_tokens
+from .model import SoftpickConfig, SoftpickForCausalLM, count_parameters
+
+COMPLETE_MARKER = "COMPLETE"
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient norm."""
+
+
+# ----------------------------------------------------------------------------- data order
+class WindowSampler:
+    """Non-overlapping windows of seq_len + 1 tokens from one token stream, shuffled per epoch.
+
+    The order depends only on (seed, epoch), so the position (epoch, cursor) is all a
+    checkpoint needs to restore it. No document masking: windows cross document boundaries,
+    as in the paper's training.
+    """
+
+    def __init__(self, n_tokens: int, seq_len: int, seed: int):
+        self.seq_len = seq_len
+        self.n_windows = (n_tokens - 1) // seq_len
+        if self.n_windows < 1:
+            raise ValueError(f"the training split has {n_tokens} tokens, fewer than one window of {seq_len + 1}")
+        self.seed = seed
+        self.epoch = 0
+        self.cursor = 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def next_starts(self, count: int) -> np.ndarray:
+        out = []
+        while len(out) < count:
+            if self.cursor == self.n_windows:
+                self.epoch += 1
+                self.cursor = 0
+                self._perm = self._permutation(self.epoch)
+            take = min(count - len(out), self.n_windows - self.cursor)
+            out.extend(self._perm[self.cursor:self.cursor + take])
+            self.cursor += take
+        return np.asarray(out, dtype=np.int64) * self.seq_len
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "seq_len": self.seq_len}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seq_len"] != self.seq_len or state["seed"] != self.seed:
+            raise ValueError("checkpoint was written with another seq_len or seed; refusing to resume")
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._perm = self._permutation(self.epoch)
+
+
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+    idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
+    return torch.from_numpy(tokens[idx].astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- schedule
+def lr_at(step: int, cfg: dict) -> float:
+    """Linear warm-up to lr over warmup_steps, then cosine to min_lr_ratio * lr at max_steps."""
+    lr, warmup, total = cfg["lr"], cfg["warmup_steps"], cfg["max_steps"]
+    floor = cfg.get("min_lr_ratio", 0.1) * lr
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first. A directory without the marker is ignored."""
+    if not ckpt_dir.exists():
+        return []
+    done = [p for p in ckpt_dir.glob("step_*") if p.is_dir() and (p / COMPLETE_MARKER).exists()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, state: dict, keep: int) -> Path:
+    final = ckpt_dir / f"step_{step:08d}"
+    tmp = ckpt_dir / f".tmp_step_{step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    torch.save(state, tmp / "state.pt")
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    (final / COMPLETE_MARKER).write_text(json.dumps({"step": step, "time": time.time()}))
+    _fsync_dir(final)
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device 'cuda' but torch sees no CUDA device; set device: cpu or auto")
+    return torch.device(name)
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def build_model(model_cfg: dict, variant: str, vocab_size: int, seq_len: int) -> SoftpickForCausalLM:
+    cfg = SoftpickConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=seq_len,
+        attention_kind=variant,
+        **{k: v for k, v in model_cfg.items()},
+    )
+    return SoftpickForCausalLM(cfg)
+
+
+@torch.no_grad()
+def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device) -> float | None:
+    n = (len(tokens) - 1) // seq_len
+    if batches == 0 or n == 0:
+        return None
+    starts = np.linspace(0, n - 1, num=min(n, batches * batch_size)).astype(np.int64) * seq_len
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(0, len(starts), batch_size):
+        x = gather_windows(tokens, starts[i:i + batch_size], seq_len).to(device)
+        losses.append(_loss(model, x))
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def _loss(model, x: torch.Tensor) -> float:
+    logits = model(x[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1)).item()
+
+
+# ----------------------------------------------------------------------------- main loop
+def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
+          ckpt_dir: str | Path | None = None, *, stop_after: int | None = None) -> dict:
+    """Train `variant` ('softmax' | 'softpick') on data_dir's token files and export to out_dir.
+
+    stop_after: return after this many optimizer steps (tests use it to simulate a crash).
+    """
+    tcfg, seed = config["train"], config["seed"]
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir else out_dir.parent / f"{out_dir.name}.checkpoints"
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(config["device"])
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if tcfg["global_batch_size"] % (tcfg["micro_batch_size"] * world):
+        raise ValueError(
+            f"train.global_batch_size ({tcfg['global_batch_size']}) must be a multiple of "
+            f"micro_batch_size ({tcfg['micro_batch_size']}) x processes ({world})"
+        )
+    accum = tcfg["global_batch_size"] // (tcfg["micro_batch_size"] * world)
+    torch.set_num_threads(tcfg.get("threads", 1))
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+    tokens, _ = load_tokens(data_dir, "train")
+    val_tokens, _ = load_tokens(data_dir, "val")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+    seq_len = tcfg["seq_len"]
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = build_model(config["model"], variant, len(tokenizer), seq_len).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg.get("weight_decay", 0.1)}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=tcfg["lr"], betas=tuple(tcfg.get("betas", (0.9, 0.95))), eps=tcfg.get("eps", 1e-15),
+        fused=device.type == "cuda",
+    )
+    sampler = WindowSampler(len(tokens), seq_len, seed)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    step, skipped, consecutive_skips, tokens_seen = 0, 0, 0, 0
+    checkpoints = list_checkpoints(ckpt_dir)
+    if checkpoints:
+        state = torch.load(checkpoints[-1] / "state.pt", map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        step, skipped, consecutive_skips, tokens_seen = (state[k] for k in ("step", "skipped", "consecutive_skips", "tokens"))
+
+    log_path = out_dir.parent / f"{out_dir.name}.train_log.jsonl"
+    if rank == 0:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_log(log_path, step)
+    log_file = open(log_path, "a") if rank == 0 else None
+    n_params = count_parameters(model)
+    flops_per_token = 6 * count_parameters(model, non_embedding=True) + 6 * config["model"]["num_hidden_layers"] * config["model"]["hidden_size"] * seq_len
+    bar = tqdm(total=tcfg["max_steps"], initial=step, desc=f"train {variant}", disable=rank != 0, dynamic_ncols=True)
+    t_last, tokens_last = time.perf_counter(), tokens_seen
+    max_skips = tcfg.get("max_consecutive_skips", 10)
+    steps_this_call = 0
+    model.train()
+    while step < tcfg["max_steps"]:
+        lr = lr_at(step, tcfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        starts = sampler.next_starts(tcfg["global_batch_size"])
+        mine = starts[rank * accum * tcfg["micro_batch_size"]:(rank + 1) * accum * tcfg["micro_batch_size"]]
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            chunk = mine[micro * tcfg["micro_batch_size"]:(micro + 1) * tcfg["micro_batch_size"]]
+            x = gather_windows(tokens, chunk, seq_len).to(device, non_blocking=True)
+            sync = ddp_model.no_sync() if world > 1 and micro < accum - 1 else nullcontext()
+            with sync:
+                logits = ddp_model(x[:, :-1]).logits
+                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+                (loss / accum).backward()
+            loss_sum += loss.detach() / accum
+        if world > 1:
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+        clip = tcfg.get("grad_clip")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"))
+        finite = bool(torch.isfinite(loss_sum)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            optimizer.step()
+            consecutive_skips = 0
+        else:
+            skipped += 1
+            consecutive_skips += 1
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        steps_this_call += 1
+        tokens_seen += tcfg["global_batch_size"] * seq_len
+        if consecutive_skips >= max_skips:
+            raise NonFiniteError(
+                f"{consecutive_skips} consecutive steps with non-finite loss or gradient norm (last at step {step}); "
+                f"raise train.max_consecutive_skips or lower train.lr"
+            )
+        if rank == 0 and (step % tcfg.get("log_every", 10) == 0 or step == tcfg["max_steps"] or step == 1):
+            now = time.perf_counter()
+            tps = (tokens_seen - tokens_last) / max(now - t_last, 1e-9)
+            t_last, tokens_last = now, tokens_seen
+            record = {"step": step, "loss": float(loss_sum), "lr": lr, "grad_norm": float(grad_norm),
+                      "tokens": tokens_seen, "tokens_per_s": tps, "skipped": skipped, "epoch": sampler.epoch,
+                      "flops_per_token": flops_per_token}
+            if step % tcfg.get("val_every", 50) == 0 or step == tcfg["max_steps"]:
+                record["val_loss"] = validation_loss(model, val_tokens, seq_len, tcfg.get("val_batches", 8),
+                                                     tcfg["micro_batch_size"], device)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+        bar.update(1)
+        if step % tcfg.get("checkpoint_every", 100) == 0 or step == tcfg["max_steps"]:
+            rng = _rng_state()
+            if world > 1:
+                gathered = [None] * world
+                dist.all_gather_object(gathered, rng)
+                rng = gathered
+            if rank == 0:
+                save_checkpoint(ckpt_dir, step, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                    "rng": rng, "step": step, "skipped": skipped, "consecutive_skips": consecutive_skips,
+                    "tokens": tokens_seen}, keep=tcfg.get("keep_checkpoints", 2))
+            if world > 1:
+                dist.barrier()
+        if stop_after is not None and steps_this_call >= stop_after:
+            bar.close()
+            if log_file:
+                log_file.close()
+            return {"step": step, "stopped_early": True}
+    bar.close()
+    if log_file:
+        log_file.close()
+    summary = {"variant": variant, "steps": step, "tokens": tokens_seen, "skipped_steps": skipped,
+               "parameters": n_params, "final_loss": None, "git_commit": git_commit()}
+    if rank == 0:
+        records = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+        summary["final_loss"] = records[-1]["loss"] if records else None
+        summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
+        export_model(model, tokenizer, out_dir, config, summary, log_path)
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log records past the resumed step (they belong to the lost tail of a killed run)."""
+    if not log_path.exists():
+        return
+    keep = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("".join(l + "\n" for l in keep))
+    os.replace(tmp, log_path)
+
+
+def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, log_path: Path) -> None:
+    """save_pretrained into a temp dir beside out_dir, then swap it in: never a half-written model."""
+    import yaml
+
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.copy(log_path, tmp / "train_log.jsonl")
+    (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    (tmp / "resolved_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

@@ -1,0 +1,24 @@
+rule analyze:
+    """Sink rate, hidden-state kurtosis, min / max activations and attention sparsity on validation documents."""
+    input:
+        model=lambda w: model_files(w.variant),
+        val=f"{RESULTS}/data/tokens_val.npy",
+        code=CODE["analyze"] + CODE["model"],
+    output:
+        summary=f"{RESULTS}/analysis/{{variant}}.json",
+        arrays=f"{RESULTS}/analysis/{{variant}}.npz",
+    params:
+        analysis=config["analysis"],
+        device=config["device"],
+    log:
+        f"{LOGS}/analyze_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/analyze_{{variant}}.tsv"
+    wildcard_constraints:
+        variant="|".join(VARIANTS),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/stage.py"

@@ -1,0 +1,36 @@
+# Paths shared by the rules; the same layout as softpick.config.run_paths.
+RESULTS = f"results/{RUN}"
+FIGDIR = f"figures/{RUN}"
+LOGS = f"logs/{RUN}"
+BENCH = f"benchmarks/{RUN}"
+LIB = "src/softpick"
+
+# Library code each stage runs: editing it reruns that stage and what depends on it.
+CODE = {
+    "data": [f"{LIB}/data.py"],
+    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py"],
+    "train": [f"{LIB}/train.py"],
+    "evaluate": [f"{LIB}/evaluate.py"],
+    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
+    "analyze": [f"{LIB}/analysis.py"],
+    "figures": [f"{LIB}/plots.py"],
+}
+
+MODEL_FILES = ["config.json", "model.safetensors", "train_log.jsonl", "train_summary.json"]
+
+FIGURE_NAMES = [
+    "loss_curves",
+    "attention_maps",
+    "hidden_state_heatmaps",
+    "activation_histograms",
+    "sink_rate_per_layer",
+    "quantization",
+]
+TABLE_NAMES = ["analysis", "evaluation", "quantization"]
+
+FIGURES = expand(f"{FIGDIR}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
+TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["md", "tex"])
+
+
+def model_files(variant):
+    return [f"{RESULTS}/models/{variant}/{name}" for name in MODEL_FILES]

@@ -1,0 +1,15 @@
+"""Snakemake entry point of every rule: the rule's name is the stage; the work is softpick.cli.run_stage,
+the same function `python -m softpick <stage>` runs outside Snakemake."""
+import torch
+
+from softpick.cli import redirect_output, run_stage
+
+smk = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+torch.set_num_threads(smk.threads)
+with redirect_output(smk.log[0]):
+    run_stage(
+        smk.rule,
+        smk.config,
+        variant=smk.wildcards.get("variant"),
+        bits=int(smk.wildcards["bits"]) if "bits" in smk.wildcards.keys() else None,
+    )
