@@ -165,7 +165,8 @@ def normalize_data_config(data_cfg: dict | None) -> dict:
     vf, vd = cfg["val_fraction"], cfg["val_documents"]
     if vd is not None:
         if "val_fraction" in data_cfg and data_cfg["val_fraction"] is not None:
-            raise ValueError("set only one of data.val_fraction and data.val_documents")
+            raise ValueError("set only one of data.val_fraction and data.val_documents "
+                             "(set data.val_fraction: null when using data.val_documents)")
         if not _is_int(vd) or vd < 1:
             raise ValueError(f"data.val_documents must be an integer >= 1, got {vd!r}")
         cfg["val_fraction"] = None
