@@ -2,7 +2,7 @@
 RESULTS = f"results/{RUN}"
 FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
-BENCH = f"benchmarks/{RUN}"
+BENCH = f"logs/{RUN}/benchmarks"
 LIB = "src/softpick"
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
