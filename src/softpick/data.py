@@ -186,6 +186,8 @@ def normalize_data_config(data_cfg: dict | None) -> dict:
     elif src == "jsonl":
         if not cfg["path"]:
             raise ValueError("data.path is required when data.source is 'jsonl'")
+        if not isinstance(cfg["path"], (str, os.PathLike)):
+            raise ValueError(f"data.path must be a single file path for source 'jsonl', got {cfg['path']!r}")
         p = _resolve_path(cfg["path"], "path")
         if not p.is_file():
             raise FileNotFoundError(f"data.path: file not found: {cfg['path']}")
