@@ -628,7 +628,7 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[c["dtype"]]
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
     data_dir = Path(data_dir)
     tokens = np.load(data_dir / "tokens_val.npy", mmap_mode="r")
     offsets = np.load(data_dir / "docs_val.npy")

@@ -135,7 +135,7 @@ def _stem(out) -> Path:
 def save_figure(fig, out, caption: str | None = None) -> list[Path]:
     """Save `fig` as <out>.png (dpi 150) and <out>.pdf atomically; close it. Returns both paths."""
     if caption:
-        fig.text(0.01, 0.005, caption, ha="left", va="bottom", fontsize=8, color="#444444", style="italic", wrap=True)
+        fig.text(0.01, -0.005, caption, ha="left", va="top", fontsize=8, color="#444444", style="italic", wrap=True)
     stem = _stem(out)
     paths = []
     for ext in ("png", "pdf"):
@@ -256,7 +256,8 @@ def plot_attention_maps(npz_path, out, variant: str, max_layers: int = 6, max_he
     layers, heads = _pick(L, max_layers), _pick(H, max_heads)
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(1.7 * len(heads) + 1.2, 1.7 * len(layers) + 1.0),
                              squeeze=False)
-    cmap = plt.get_cmap("magma").with_extremes(bad="white")
+    cmap = plt.get_cmap("magma").with_extremes(bad=(0, 0, 0, 0))  # masked cells: transparent
+    under = mcolors.ListedColormap(["white", "#d9d9d9"]).with_extremes(bad=(0, 0, 0, 0))
     norm = mcolors.LogNorm(vmin=vmin, vmax=1.0)
     tri = np.tril(np.ones((t, t), bool))
     n_zero = n_tri = 0
@@ -268,7 +269,9 @@ def plot_attention_maps(npz_path, out, variant: str, max_layers: int = 6, max_he
             zero = (a == 0) & tri
             n_zero += int(zero.sum()); n_tri += int(tri.sum())
             shown = np.ma.masked_where(zero | ~tri, np.clip(a, vmin, 1.0))
-            ax.imshow(np.where(tri, np.nan, 1.0), cmap=mcolors.ListedColormap(["#e6e6e6"]), interpolation="nearest")
+            # background layer: white = exact zero inside the causal triangle, grey = future (masked)
+            ax.imshow(np.where(~tri, 1.0, np.where(zero, 0.0, np.nan)), cmap=under, vmin=0, vmax=1,
+                      interpolation="nearest")
             im = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest")
             ax.set_xticks([]); ax.set_yticks([]); ax.grid(False)
             for s in ax.spines.values():
@@ -312,8 +315,8 @@ def plot_hidden_states(npz_paths: Mapping[str, str | Path], out) -> list[Path]:
         L2 = m.shape[0]
         ticks = _pick(L2, 8)
         ax.set_yticks(ticks, [("emb" if t == 0 else "out" if t == L2 - 1 else str(t - 1)) for t in ticks])
-        ax.set(xlabel="channel", ylabel="hidden state (emb / layer / final norm)")
-        ax.set_title(f"{_label(v)}: max |h| per channel (example doc), peak {np.nanmax(m):.1f}",
+        ax.set(xlabel="channel", ylabel="hidden state" if i == 0 else None)
+        ax.set_title(f"{_label(v)}: max |h| per channel\n(example doc; peak {np.nanmax(m):.1f})",
                      color=color(v), fontweight="bold")
         ax.grid(False)
     fig.colorbar(im, ax=fig.axes[:n], shrink=0.9, label="max |h|")
@@ -336,10 +339,10 @@ def plot_hidden_states(npz_paths: Mapping[str, str | Path], out) -> list[Path]:
         ax.plot(xs, tv, "o-", color=color(v), lw=1.8, ms=4, label=f"{_label(v)} (max {np.nanmax(tv):.1f})")
         ax.set_xticks(_pick(len(tv), 10), [("emb" if t == 0 else "out" if t == len(tv) - 1 else str(t - 1))
                                             for t in _pick(len(tv), 10)])
-    ax.set(yscale="log", xlabel="hidden state (emb / layer / final norm)", ylabel="largest |h| over all docs",
+    ax.set(yscale="log", xlabel="hidden state (emb = embedding, out = final norm)", ylabel="largest |h| over all docs",
            title="Largest activation per layer")
     ax.legend()
-    cap = "Massive activations show up as a few bright channels (top) and as a heavy right tail / high per-layer maximum (bottom)."
+    cap = "Rows: emb = embedding output, 0..L-1 = residual stream after each layer, out = final normed output. Massive activations show up as a few bright channels (top) and as a heavy right tail / high per-layer maximum (bottom)."
     return save_figure(fig, out, cap)
 
 
@@ -362,9 +365,9 @@ def plot_sink_rate(json_paths: Mapping[str, str | Path], out) -> list[Path]:
         ax2.plot(np.arange(len(sp["le_threshold_pct"])), [_num(x) for x in sp["le_threshold_pct"]], "--", color=color(v),
                  lw=1.2, label=f"{_label(v)}, |a| ≤ {s['sparsity'].get('threshold', 1e-5):g}")
     ax.set(xlabel="layer", ylabel="sink rate (% of head × doc pairs)", title="Attention sink rate per layer", ylim=(-3, 103))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, handlelength=3.5)
     ax2.set(xlabel="layer", ylabel="% of causal attention entries", title="Attention sparsity per layer", ylim=(-3, 103))
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, handlelength=3.5)
     for a in (ax, ax2):
         a.xaxis.get_major_locator().set_params(integer=True)
     cap = ("Sink rate: % of (head, doc) pairs whose mean attention on the first token exceeds ε (padded queries excluded). "
@@ -383,6 +386,8 @@ def plot_sink_scores(npz_paths: Mapping[str, str | Path], out) -> list[Path]:
             m = z["sink_scores_mean"]
         im = ax.imshow(m, vmin=0, vmax=1, cmap="Greys", aspect="auto", interpolation="nearest")
         ax.set(xlabel="head", ylabel="layer")
+        ax.set_xticks(_pick(m.shape[1], 16))
+        ax.set_yticks(_pick(m.shape[0], 12))
         ax.set_title(f"{_label(v)} (mean {np.nanmean(m):.3f})", color=color(v), fontweight="bold")
         ax.grid(False)
         if m.size <= 256:
@@ -412,10 +417,13 @@ def plot_length_sweep(json_paths: Mapping[str, str | Path], out) -> list[Path] |
                  label=f"{_label(v)}, exactly 0")
         ax2.plot(x, [_num(r["sparsity_le_threshold_pct"]) for r in sw], "--", color=color(v), lw=1.2,
                  label=f"{_label(v)}, |a| ≤ 1e-5")
+    lengths = sorted({r["length"] for s in sums.values() for r in (s.get("length_sweep") or [])})
     for a in (ax, ax2):
         a.set_xscale("log", base=2)
+        a.set_xticks(lengths, [str(x) for x in lengths])
+        a.minorticks_off()
         a.set_ylim(-3, 103)
-        a.legend(fontsize=8)
+        a.legend(fontsize=8, handlelength=3.5)
     ax.set(xlabel="document truncation length (tokens)", ylabel="sink rate (%)", title="Sink rate vs context length")
     ax2.set(xlabel="document truncation length (tokens)", ylabel="% of causal entries", title="Sparsity vs context length")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -490,7 +498,7 @@ def _fmt(x, kind: str = "num") -> str:
     if kind == "pct":
         if x == 0:
             return "0.00"
-        if abs(x) < 0.01:
+        if abs(x) < 0.1:
             return f"{x:.2g}"
         return f"{x:.2f}"
     if kind == "kurt":
@@ -502,7 +510,7 @@ def _fmt(x, kind: str = "num") -> str:
 
 _TEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
             "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "ε": r"$\varepsilon$", "≤": r"$\le$",
-            "|·|": r"$|\cdot|$", "—": "--", "≈": r"$\approx$", "±": r"$\pm$", "×": r"$\times$", "·": r"$\cdot$"}
+            "|·|": r"$|\cdot|$", "—": "--", "≈": r"$\approx$", "±": r"$\pm$", "×": r"$\times$", "·": r"$\cdot$", "†": r"$^\dagger$"}
 
 
 def _tex(s: str) -> str:
@@ -520,8 +528,11 @@ def _tables(header: list[str], rows: list[list[str]], caption: str, label: str, 
             notes: str = "") -> list[Path]:
     """Write <out>.md and <out>.tex; `groups` = row indices before which a midrule is drawn."""
     stem = _stem(out)
-    md = [f"**{caption}**", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
+    def mdc(c):
+        return str(c).replace("|", "\\|")
+
+    md = [f"**{caption}**", "", "| " + " | ".join(mdc(h) for h in header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    md += ["| " + " | ".join(mdc(c) for c in r) + " |" for r in rows]
     if notes:
         md += ["", notes]
     tex = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering", r"\small",
@@ -531,7 +542,7 @@ def _tables(header: list[str], rows: list[list[str]], caption: str, label: str, 
         if groups and i in groups and i:
             tex.append(r"\midrule")
         tex.append(" & ".join(_tex(c) for c in r) + r" \\")
-    tex += [r"\bottomrule", r"\end{tabular}", r"\caption{" + _tex(caption) + (" " + _tex(notes) if notes else "") + "}",
+    tex += [r"\bottomrule", r"\end{tabular}", r"\caption{" + _tex(caption) + "." + (" " + _tex(notes) if notes else "") + "}",
             r"\label{" + label + "}", r"\end{table}"]
     paths = [stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".tex")]
     _write_text(paths[0], "\n".join(md) + "\n")
