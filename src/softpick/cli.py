@@ -22,6 +22,15 @@ from .config import load_config, run_paths
 
 STAGES = ("data", "train", "evaluate", "quantize", "analyze", "figures")
 
+# Where the figures stage finds each result under results/<run>/ (the Snakefile writes them there).
+RESULT_LAYOUT = {
+    "train_log": "models/{variant}/train_log.jsonl",
+    "analysis_json": "analysis/{variant}.json",
+    "analysis_npz": "analysis/{variant}.npz",
+    "eval": "eval/{variant}.json",
+    "quant_glob": "quant/{variant}/*bit.json",
+}
+
 
 def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None, root: str | Path = ".") -> None:
     """Run one stage of the run described by `config`, reading and writing the standard layout."""
@@ -64,7 +73,8 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
     elif stage == "figures":
         from .plots import make_all
 
-        make_all(paths["results"], paths["figures"], config["variants"], quant_cfg=config["quantize"], tables_dir=paths["tables"])
+        make_all(paths["results"], paths["figures"], config["variants"], layout=RESULT_LAYOUT,
+                 table_dir=paths["tables"], run_label=config["run_name"], strict=True)
     else:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
 

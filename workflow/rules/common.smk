@@ -19,14 +19,15 @@ CODE = {
 MODEL_FILES = ["config.json", "model.safetensors", "train_log.jsonl", "train_summary.json"]
 
 FIGURE_NAMES = [
-    "loss_curves",
-    "attention_maps",
-    "hidden_state_heatmaps",
-    "activation_histograms",
+    "training_loss",
+    *[f"attention_maps_{v}" for v in VARIANTS],
+    "hidden_states",
+    "sink_scores_heads",
     "sink_rate_per_layer",
+    "length_sweep",
     "quantization",
 ]
-TABLE_NAMES = ["analysis", "evaluation", "quantization"]
+TABLE_NAMES = ["analysis_table", "eval_table", "quant_table"]
 
 FIGURES = expand(f"{FIGDIR}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
 TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["md", "tex"])

@@ -1,8 +1,24 @@
-def figure(name, caption, category):
-    return expand(
-        report(f"{FIGDIR}/{name}.{{ext}}", caption=f"../report/{name}.rst", category=category),
-        ext=["png", "pdf"],
-    )
+CAPTIONED = {
+    "training_loss": "Training",
+    "attention_maps": "Analysis",
+    "hidden_states": "Analysis",
+    "sink_scores_heads": "Analysis",
+    "sink_rate_per_layer": "Analysis",
+    "length_sweep": "Analysis",
+    "quantization": "Quantization",
+}
+
+
+def figure_outputs():
+    out = []
+    for name in FIGURE_NAMES:
+        key = "attention_maps" if name.startswith("attention_maps") else name
+        out.append(report(f"{FIGDIR}/{name}.png", caption=f"../report/{key}.rst", category=CAPTIONED[key]))
+        out.append(f"{FIGDIR}/{name}.pdf")
+    for name in TABLE_NAMES:
+        out.append(report(f"{RESULTS}/tables/{name}.md", caption=f"../report/{name}.rst", category="Tables"))
+        out.append(f"{RESULTS}/tables/{name}.tex")
+    return out
 
 
 rule figures:
@@ -14,14 +30,7 @@ rule figures:
         analysis=expand(f"{RESULTS}/analysis/{{variant}}.{{ext}}", variant=VARIANTS, ext=["json", "npz"]),
         code=CODE["figures"],
     output:
-        figure("loss_curves", "Training loss", "Training"),
-        figure("attention_maps", "Attention maps", "Analysis"),
-        figure("hidden_state_heatmaps", "Hidden-state magnitudes", "Analysis"),
-        figure("activation_histograms", "Activation histograms", "Analysis"),
-        figure("sink_rate_per_layer", "Sink rate per layer", "Analysis"),
-        figure("quantization", "Quantization", "Quantization"),
-        [report(f"{RESULTS}/tables/{n}.md", caption=f"../report/table_{n}.rst", category="Tables") for n in TABLE_NAMES],
-        [f"{RESULTS}/tables/{n}.tex" for n in TABLE_NAMES],
+        figure_outputs(),
     params:
         variants=VARIANTS,
         quantize=config["quantize"],

@@ -27,6 +27,8 @@ __all__ = ["attention", "naive_attention", "resolve_backend", "EPS", "KINDS", "B
 
 
 def resolve_backend(backend: str, kind: str, device: torch.device, need_weights: bool, padded: bool) -> str:
+    if need_weights and backend != "triton":
+        return "torch"  # only the materialised path has weights to return, whatever the environment says
     backend = os.environ.get("SOFTPICK_ATTN_BACKEND", backend)
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")

@@ -1,0 +1,90 @@
+"""End to end: the whole Snakemake DAG on configs/test.yaml (about a minute), in a scratch copy of the
+workflow, then what a rerun after an edit schedules."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = "e2e-test"
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+
+
+def finite_numbers(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from finite_numbers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from finite_numbers(v)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield node
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    for name in ("Snakefile", "workflow", "configs", "data"):
+        os.symlink(REPO / name, work / name)
+    shutil.copytree(REPO / "src", work / "src")  # its own copy: the test edits it
+    proc = snakemake(work)
+    if proc.returncode:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
+    return work
+
+
+@pytest.mark.slow
+def test_every_output_exists_and_is_finite(workdir):
+    results, figures = workdir / "results" / RUN, workdir / "figures" / RUN
+    for name in ("training_loss", "attention_maps_softmax", "attention_maps_softpick", "hidden_states",
+                 "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization"):
+        for ext in ("png", "pdf"):
+            assert (figures / f"{name}.{ext}").stat().st_size > 1000, name
+    for name in ("analysis_table", "eval_table", "quant_table"):
+        for ext in ("md", "tex"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 50, name
+    jsons = [results / "data" / "manifest.json"]
+    for variant in ("softmax", "softpick"):
+        jsons += [results / "eval" / f"{variant}.json", results / "analysis" / f"{variant}.json",
+                  results / "models" / variant / "train_summary.json"]
+        jsons += [results / "quant" / variant / f"hqq_{b}bit.json" for b in (4, 2)]
+    for path in jsons:
+        numbers = list(finite_numbers(json.loads(path.read_text())))
+        assert numbers, path
+        assert all(math.isfinite(x) for x in numbers), path
+    for variant in ("softmax", "softpick"):
+        ev = json.loads((results / "eval" / f"{variant}.json").read_text())
+        assert set(ev["tasks"]) == {"arc_easy", "piqa"}
+        assert ev["perplexity"]["word_perplexity"] > 1
+    analysis = json.loads((results / "analysis" / "softpick.json").read_text())
+    assert analysis["sparsity"]["exact_zero_pct"] > 0  # softpick maps have exact zeros from the first step
+    # every rule wrote its log and benchmark
+    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 1
+
+
+@pytest.mark.slow
+def test_rerun_after_edit_schedules_only_dependents(workdir):
+    assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
+    # a parameter of one stage: only that stage and what depends on it
+    out = snakemake(workdir, "-n", "--config", "analysis={num_docs: 3, max_len: 64, batch_size: 2, "
+                    "sink_eps: [0.2, 0.3], zero_threshold: 1.0e-5, example_doc: 0, length_sweep: [16, 64]}")
+    jobs = out.stdout + out.stderr
+    assert "analyze" in jobs and "figures" in jobs
+    for other in ("rule train", "rule evaluate", "rule quantize", "rule data"):
+        assert other not in jobs, (other, jobs)
+    # the code of one stage
+    evaluate_py = workdir / "src" / "softpick" / "evaluate.py"
+    evaluate_py.write_text(evaluate_py.read_text() + "\n# edited\n")
+    jobs = (lambda p: p.stdout + p.stderr)(snakemake(workdir, "-n"))
+    assert "rule evaluate" in jobs and "rule quantize" in jobs and "rule figures" in jobs
+    assert "rule train" not in jobs and "rule analyze" not in jobs and "rule data" not in jobs
