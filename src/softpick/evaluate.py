@@ -1,0 +1,360 @@
+"""Zero-shot downstream evaluation and held-out perplexity with lm-evaluation-harness.
+
+Tasks (short names; lm-eval task ``softpick_<name>``): arc_easy, arc_challenge, lambada, piqa,
+hellaswag, winogrande, boolq, openbookqa, sciq. Their YAMLs (src/softpick/lm_eval_tasks/) mirror
+lm-eval's own definitions (same doc_to_text / doc_to_choice / doc_to_target / metrics, lm-eval's
+own utils via ``!function``) but read the offline files in data/tasks/ (built by
+scripts/build_tasks.py, sha256-checked against data/tasks/manifest.json). The templates need
+absolute paths, so they are rendered into a temporary include dir per call; the TaskManager is
+built with ``include_defaults=False`` (indexing lm-eval's thousands of YAMLs would cost seconds).
+
+The held-out perplexity task (``softpick_val_ppl``) replaces WikiText: lm-eval's
+loglikelihood_rolling protocol over whole documents of ``val_docs.jsonl`` (windows of
+``max_length`` tokens, the first one prefixed with BOS), reported as word_perplexity,
+byte_perplexity and bits_per_byte (wikitext's metrics).
+
+Protocol (pinned): 0-shot, first ``limit`` documents of each task in file order (no shuffling),
+first ``ppl_max_docs`` documents of val_docs, HFLM on the given model object with the given
+tokenizer's own special-token behaviour (add_bos_token left to the tokenizer), float32,
+max_length from the config, lm-eval seeds fixed, bootstrap stderr single-process (1000 draws).
+
+    python -m softpick.evaluate MODEL_DIR --val-docs results/<run>/data/val_docs.jsonl --out eval.json
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "lambada", "piqa", "hellaswag", "winogrande",
+                          "boolq", "openbookqa", "sciq")
+PPL_TASK = "val_ppl"
+PREFIX = "softpick_"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
+SEED = 1234
+BOOTSTRAP_ITERS = 1000
+# metric keys copied into the output (when lm-eval reports them), per task
+_TASK_METRICS = ("acc", "acc_norm", "perplexity")
+_PPL_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
+_verified: dict[Path, str] = {}
+
+
+def task_data_dir() -> Path:
+    """data/tasks of this checkout, or $SOFTPICK_TASK_DATA."""
+    return Path(os.environ.get("SOFTPICK_TASK_DATA", DEFAULT_DATA_DIR)).resolve()
+
+
+def load_manifest(data_dir: Path | None = None) -> dict:
+    data_dir = Path(data_dir or task_data_dir())
+    path = data_dir / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run scripts/build_tasks.py (or set SOFTPICK_TASK_DATA)")
+    return json.loads(path.read_text())["tasks"]
+
+
+def _check_sha(path: Path, expected: str) -> None:
+    if _verified.get(path) == expected:
+        return
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    if h != expected:
+        raise ValueError(f"{path}: sha256 {h} does not match data/tasks/manifest.json ({expected})")
+    _verified[path] = expected
+
+
+def load_task_docs(task: str, data_dir: Path | None = None) -> list[dict]:
+    """The raw rows of one offline task file (for tests and inspection)."""
+    import lzma
+
+    data_dir = Path(data_dir or task_data_dir())
+    entry = load_manifest(data_dir)[task]
+    path = data_dir / entry["file"]
+    _check_sha(path, entry["sha256"])
+    with lzma.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _check_tasks(tasks) -> list[str]:
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {list(TASKS)}")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"duplicate tasks in {tasks}")
+    return tasks
+
+
+def _yaml_str(path: Path) -> str:
+    # contents of a YAML double-quoted scalar (JSON escapes are valid there)
+    return json.dumps(str(path))[1:-1]
+
+
+def _iter_jsonl(path: Path):
+    import lzma
+
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield line if line.endswith("\n") else line + "\n"
+
+
+def _write_subset(src: Path, dst: Path, n: int | None) -> int:
+    """Copy the first n JSON lines of src (.jsonl or .jsonl.xz) to dst (plain jsonl); returns the count."""
+    k = 0
+    with open(dst, "w", encoding="utf-8") as out:
+        for line in _iter_jsonl(src):
+            if n is not None and k >= n:
+                break
+            out.write(line)
+            k += 1
+    return k
+
+
+def render_tasks(out_dir: Path, tasks: list[str], val_docs: Path | None, *, limit: int | None = None,
+                 ppl_max_docs: int | None = None, data_dir: Path | None = None) -> dict[str, int]:
+    """Render the task YAMLs for `tasks` (+ the perplexity task if val_docs) into out_dir.
+
+    Each task reads a plain-jsonl copy of the first `limit` rows of its (sha256-checked) data file
+    (the perplexity task: the first `ppl_max_docs` documents of val_docs), written under out_dir,
+    with the datasets cache under out_dir as well: nothing is written to the user's HF cache and
+    concurrent evaluations do not share state. This is the same document selection as lm-eval's
+    own ``limit`` (the first N documents of the evaluation split, in file order).
+
+    Returns {lm-eval task name: number of documents}."""
+    data_dir = Path(data_dir or task_data_dir()).resolve()
+    out_dir = Path(out_dir).resolve()
+    manifest = load_manifest(data_dir)
+    templates = resources.files("softpick.lm_eval_tasks")
+    sizes: dict[str, int] = {}
+    (out_dir / "data").mkdir(parents=True, exist_ok=True)
+    cache = out_dir / "hf_cache"
+
+    def render(name: str, data_file: Path) -> None:
+        text = templates.joinpath(f"{name}.yaml").read_text()
+        text = text.replace("@DATA_FILE@", _yaml_str(data_file)).replace("@CACHE_DIR@", _yaml_str(cache))
+        (out_dir / f"{name}.yaml").write_text(text)
+
+    for t in _check_tasks(tasks):
+        entry = manifest[t]
+        src = data_dir / entry["file"]
+        _check_sha(src, entry["sha256"])
+        dst = out_dir / "data" / f"{t}.jsonl"
+        sizes[PREFIX + t] = _write_subset(src, dst, limit)
+        render(t, dst)
+    if val_docs is not None:
+        dst = out_dir / "data" / f"{PPL_TASK}.jsonl"
+        n = _write_subset(Path(val_docs), dst, ppl_max_docs)
+        if n == 0:
+            raise ValueError(f"{val_docs} holds no documents")
+        sizes[PREFIX + PPL_TASK] = n
+        render(PPL_TASK, dst)
+    return sizes
+
+
+def seed_everything(seed: int = SEED) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _quiet(level: int = logging.ERROR):
+    """lm-eval logs INFO per task and a WARNING per truncated request / defaulted task option; keep errors."""
+    names = ("lm_eval", "lm-eval", "datasets", "transformers", "evaluate", "filelock", "fsspec")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(level)
+    env = {"DISABLE_MULTIPROC": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
+           "HF_HUB_OFFLINE": "1"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import datasets
+
+        progress = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+    except Exception:  # pragma: no cover
+        progress = None
+    try:
+        yield
+    finally:
+        for n, lv in saved.items():
+            logging.getLogger(n).setLevel(lv)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if progress:
+            import datasets
+
+            datasets.enable_progress_bars()
+
+
+def _finite(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _pick(res: dict, metrics) -> dict[str, float | None]:
+    out = {}
+    for m in metrics:
+        if f"{m},none" in res:
+            out[m] = _finite(res[f"{m},none"])
+            se = res.get(f"{m}_stderr,none")
+            out[f"{m}_stderr"] = _finite(se)
+    return out
+
+
+def evaluate_model(model, tokenizer, *, tasks: list[str], limit: int | None, val_docs: str | Path | None,
+                   ppl_max_docs: int | None, batch_size: int, device: str, max_length: int,
+                   data_dir: str | Path | None = None) -> dict:
+    """Evaluate a causal LM object with lm-eval on `tasks` and (if val_docs) held-out perplexity.
+
+    Returns {"tasks": {name: {"acc", "acc_stderr", "acc_norm", ..., "n"}}, "perplexity": {...} | None,
+    "limit", "ppl_max_docs", "lm_eval_version", "protocol", "seconds"}."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    t0 = time.perf_counter()
+    tasks = _check_tasks(tasks)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    if ppl_max_docs is not None and ppl_max_docs < 1:
+        raise ValueError(f"ppl_max_docs must be >= 1 or None, got {ppl_max_docs}")
+    if not tasks and val_docs is None:
+        raise ValueError("nothing to evaluate: no tasks and no val_docs")
+    seed_everything()
+    model.eval()
+    model.to(device)
+
+    with _quiet(), tempfile.TemporaryDirectory(prefix="softpick_tasks_") as td:
+        sizes = render_tasks(Path(td), tasks, Path(val_docs) if val_docs is not None else None,
+                             limit=limit, ppl_max_docs=ppl_max_docs, data_dir=data_dir)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
+                  max_batch_size=batch_size, device=device, max_length=max_length, dtype=torch.float32)
+        tm = TaskManager(include_path=td, include_defaults=False)
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=list(sizes), num_fewshot=0, limit=None, task_manager=tm,
+            bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False, random_seed=SEED, numpy_random_seed=SEED,
+            torch_random_seed=SEED, fewshot_random_seed=SEED, cache_requests=False,
+        )
+    results, n_samples = out["results"], out.get("n-samples", {})
+    task_out = {}
+    for t in tasks:
+        name = PREFIX + t
+        row = _pick(results[name], _TASK_METRICS)
+        row["n"] = int(n_samples.get(name, {}).get("effective", sizes[name]))
+        task_out[t] = row
+    ppl = None
+    if val_docs is not None:
+        name = PREFIX + PPL_TASK
+        ppl = {m: _finite(results[name].get(f"{m},none")) for m in _PPL_METRICS}
+        ppl["n_docs"] = int(n_samples.get(name, {}).get("effective", sizes[name]))
+    return {
+        "tasks": task_out,
+        "perplexity": ppl,
+        "limit": limit,
+        "ppl_max_docs": ppl_max_docs,
+        "lm_eval_version": getattr(lm_eval, "__version__", None) or _dist_version("lm_eval"),
+        "protocol": {"num_fewshot": 0, "max_length": max_length, "batch_size": batch_size,
+                     "prefix_token_id": lm.prefix_token_id, "add_bos_token": lm.add_bos_token,
+                     "dtype": "float32", "seed": SEED, "bootstrap_iters": BOOTSTRAP_ITERS},
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def load_model_dir(model_dir: str | Path, device: str = "cpu"):
+    """(model, tokenizer) from an exported model dir (HF model + its tokenizer), float32, eval mode."""
+    import softpick.model  # noqa: F401  (registers SoftpickForCausalLM with the Auto classes)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    return model.to(device).eval(), tokenizer
+
+
+def eval_kwargs(eval_cfg: dict) -> dict:
+    """The evaluate_model keyword arguments from the config's `eval` section."""
+    return {"tasks": list(eval_cfg.get("tasks", TASKS)), "limit": eval_cfg.get("limit"),
+            "ppl_max_docs": eval_cfg.get("ppl_max_docs"), "batch_size": int(eval_cfg.get("batch_size", 32)),
+            "max_length": int(eval_cfg.get("max_length", 256))}
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def evaluate_dir(model_dir: str | Path, eval_cfg: dict, val_docs: str | Path | None, out_json: str | Path,
+                 device: str = "cpu") -> dict:
+    """Load model_dir, evaluate it per eval_cfg, write out_json atomically; returns the record."""
+    t0 = time.perf_counter()
+    model, tokenizer = load_model_dir(model_dir, device)
+    res = evaluate_model(model, tokenizer, val_docs=val_docs, device=device, **eval_kwargs(eval_cfg))
+    record = {"model_dir": str(model_dir), **res, "seconds": round(time.perf_counter() - t0, 3)}
+    write_json_atomic(out_json, record)
+    return record
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="lm-eval zero-shot tasks + held-out perplexity for one model dir")
+    ap.add_argument("model_dir")
+    ap.add_argument("--val-docs", default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--ppl-max-docs", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args(argv)
+    cfg = {"tasks": [t for t in a.tasks.split(",") if t], "limit": a.limit, "ppl_max_docs": a.ppl_max_docs,
+           "batch_size": a.batch_size, "max_length": a.max_length}
+    rec = evaluate_dir(a.model_dir, cfg, a.val_docs, a.out, a.device)
+    json.dump(rec, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""lm-eval task templates for softpick.evaluate (rendered into a temporary include dir at run time)."""
