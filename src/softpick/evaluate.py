@@ -14,8 +14,9 @@ loglikelihood_rolling protocol over whole documents of ``val_docs.jsonl`` (windo
 byte_perplexity and bits_per_byte (wikitext's metrics).
 
 Protocol (pinned): 0-shot, first ``limit`` documents of each task in file order (no shuffling),
-first ``ppl_max_docs`` documents of val_docs, HFLM on the given model object with the given
-tokenizer's own special-token behaviour (add_bos_token left to the tokenizer), float32,
+first ``ppl_max_docs`` documents of val_docs, HFLM on the given model object, texts encoded
+without special tokens (add_bos_token=False; BOS only prefixes empty contexts and the first
+perplexity window), float32,
 max_length from the config, lm-eval seeds fixed, bootstrap stderr single-process (1000 draws).
 
     python -m softpick.evaluate MODEL_DIR --val-docs results/<run>/data/val_docs.jsonl --out eval.json
@@ -249,8 +250,12 @@ def evaluate_model(model, tokenizer, *, tasks: list[str], limit: int | None, val
     with _quiet(), tempfile.TemporaryDirectory(prefix="softpick_tasks_") as td:
         sizes = render_tasks(Path(td), tasks, Path(val_docs) if val_docs is not None else None,
                              limit=limit, ppl_max_docs=ppl_max_docs, data_dir=data_dir)
+        # add_bos_token=False: texts are encoded without the tokenizer's special tokens whatever its
+        # post-processor does; BOS (prefix_token_id) is prepended only to empty contexts and to the
+        # first rolling window of a perplexity document (lm-eval's wikitext protocol).
         lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
-                  max_batch_size=batch_size, device=device, max_length=max_length, dtype=torch.float32)
+                  max_batch_size=batch_size, device=device, max_length=max_length, dtype=torch.float32,
+                  add_bos_token=False)
         tm = TaskManager(include_path=td, include_defaults=False)
         out = lm_eval.simple_evaluate(
             model=lm, tasks=list(sizes), num_fewshot=0, limit=None, task_manager=tm,
