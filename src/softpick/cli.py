@@ -61,9 +61,8 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
         if bits not in config["quantize"]["bits"]:
             raise ValueError(f"--bits must be one of config 'quantize.bits' {config['quantize']['bits']}, got {bits!r}")
         _require(model_dir / "config.json", "train")
-        qcfg = {**config["quantize"], "bits": bits}
-        out = paths["quant"] / variant / f"{qcfg['method']}_{bits}bit.json"
-        quantize_and_evaluate(model_dir, qcfg, config["eval"], val_docs, out, device=_device(device))
+        out = paths["quant"] / variant / f"{config['quantize']['method']}_{bits}bit.json"
+        quantize_and_evaluate(model_dir, config["quantize"], config["eval"], val_docs, out, device=_device(device), bits=bits)
     elif stage == "analyze":
         from .analysis import run_analysis
 
