@@ -45,10 +45,9 @@ def fwd_config(block_d: int, dtype: torch.dtype):
         return 32, 32, 4, 1
     if dtype == torch.float32:
         return (64, 32, 4, 2) if block_d > 64 else (64, 64, 4, 2)
-    if block_d <= 64:
-        return 128, 64, 4, 3
+    # H200 sweep (benchmarks/NOTES.md, v1): (64, 64, 4, 3) best at D = 64 and 128
     if block_d <= 128:
-        return 128, 64, 8, 3
+        return 64, 64, 4, 3
     return 64, 64, 8, 2
 
 
@@ -61,9 +60,9 @@ def dkdv_config(block_d: int, dtype: torch.dtype):
     if dtype == torch.float32:
         return (32, 64, 4, 2) if block_d > 64 else (32, 64, 4, 2)
     if block_d <= 64:
-        return 64, 128, 8, 3
+        return 64, 64, 4, 3
     if block_d <= 128:
-        return 64, 128, 8, 2
+        return 64, 128, 8, 3
     return 32, 64, 8, 2
 
 
@@ -76,9 +75,9 @@ def dq_config(block_d: int, dtype: torch.dtype):
     if dtype == torch.float32:
         return (64, 32, 4, 2) if block_d > 64 else (64, 32, 4, 2)
     if block_d <= 64:
-        return 128, 64, 8, 3
+        return 64, 64, 4, 3
     if block_d <= 128:
-        return 128, 64, 8, 2
+        return 128, 64, 8, 3
     return 64, 32, 8, 2
 
 
