@@ -76,8 +76,8 @@ def test_every_output_exists_and_is_finite(workdir):
 def test_rerun_after_edit_schedules_only_dependents(workdir):
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
     # a parameter of one stage: only that stage and what depends on it
-    out = snakemake(workdir, "-n", "--config", "analysis={num_docs: 3, max_len: 64, batch_size: 2, "
-                    "sink_eps: [0.2, 0.3], zero_threshold: 1.0e-5, example_doc: 0, length_sweep: [16, 64]}")
+    (workdir / "fewer_docs.yaml").write_text("analysis: {num_docs: 3}\n")
+    out = snakemake(workdir, "-n", "--configfile", "configs/test.yaml", "fewer_docs.yaml")
     jobs = out.stdout + out.stderr
     assert "analyze" in jobs and "figures" in jobs
     for other in ("rule train", "rule evaluate", "rule quantize", "rule data"):

@@ -103,6 +103,11 @@ def redirect_output(log_path: str | Path):
         logging.getLogger().addHandler(handler)
         try:
             yield
+        except BaseException:
+            import traceback
+
+            traceback.print_exc(file=fh)  # the log tells the whole story, not only Snakemake's terminal
+            raise
         finally:
             logging.getLogger().removeHandler(handler)
 
