@@ -8,7 +8,7 @@ Layout (contiguous, token-major, as fla and FlashAttention):
 Softpick with the reference point m = max(0, rowmax of unmasked scores), in base 2
 (s2 = score * log2(e), m2 = m * log2(e)):
     p   = relu(2^(s2 - m2) - 2^(-m2)) / den
-    den = sum_unmasked |2^(s2 - m2) - 2^(-m2)| + EPS
+    den = sum_unmasked |2^(s2 - m2) - 2^(-m2)| + EPS * 2^(-m2)   (EPS in the unscaled denominator, as reference.py)
 The forward keeps m2 and den online (rescaled by 2^(m_old - m_new) like softmax) and saves
 lse = m2 + log2(den). The backward needs only lse:
     E = 2^(s2 - lse) = e^(s - m) / den,      p = [s > 0] * (E - 2^(-lse))
@@ -114,7 +114,7 @@ def softpick_fwd_kernel(
     else:
         acc, m_i, den = _fwd_inner(acc, m_i, den, q, k_base, v_base, offs_m, offs_d, 0, Sk, Sk, off,
                                    qk_scale, stride_k, D, BLOCK_N, BLOCK_D, False, IEEE)
-    den = den + EPS
+    den = den + EPS * tl.math.exp2(-m_i)
     acc = acc / den[:, None]
     lse = m_i + tl.math.log2(den)
     tl.store(O + (bos + offs_m[:, None]) * stride_q + i_h * D + offs_d[None, :], acc.to(O.dtype.element_ty),
