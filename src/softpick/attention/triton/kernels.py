@@ -37,16 +37,18 @@ def _fwd_inner(
         if BLOCK_D != D:
             kmask = kmask & (offs_d[:, None] < D)
         kT = tl.load(k_base + cols[None, :] * stride_k + offs_d[:, None], mask=kmask, other=0.0)
+        # raw (unscaled) scores; qk_scale > 0, so max and sign commute with the scaling, which
+        # folds into the exp2 argument as one FFMA per score
         if IEEE:
-            s = tl.dot(q, kT, input_precision="ieee") * qk_scale
+            s = tl.dot(q, kT, input_precision="ieee")
         else:
-            s = tl.dot(q, kT) * qk_scale
+            s = tl.dot(q, kT)
         if CAUSAL_MASK:
             s = tl.where(offs_m[:, None] + off >= cols[None, :], s, 0.0)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
         alpha = tl.math.exp2(m_i - m_new)
         base = tl.math.exp2(-m_new)
-        diff = tl.math.exp2(s - m_new[:, None]) - base[:, None]
+        diff = tl.math.exp2(s * qk_scale - m_new[:, None]) - base[:, None]
         p = tl.maximum(diff, 0.0)
         den = den * alpha + tl.sum(tl.abs(diff), 1)
         vmask = cols[:, None] < Sk
@@ -151,12 +153,12 @@ def _bwd_dkdv_inner(
         qT = tl.load(q_base + rows[None, :] * stride_q + offs_d[:, None], mask=qtmask, other=0.0)
         lse = tl.load(lse_base + rows, mask=rows < Tq, other=0.0)
         if IEEE:
-            sT = tl.dot(k, qT, input_precision="ieee") * qk_scale
+            sT = tl.dot(k, qT, input_precision="ieee")
         else:
-            sT = tl.dot(k, qT) * qk_scale
+            sT = tl.dot(k, qT)
         if CAUSAL_MASK:
             sT = tl.where(rows[None, :] + off >= offs_n[:, None], sT, 0.0)
-        eT = tl.math.exp2(sT - lse[None, :])
+        eT = tl.math.exp2(sT * qk_scale - lse[None, :])
         pos = sT > 0.0
         pT = tl.where(pos, eT - tl.math.exp2(-lse)[None, :], 0.0)
         domask = rows[:, None] < Tq
@@ -170,7 +172,13 @@ def _bwd_dkdv_inner(
         else:
             dv = tl.dot(pT.to(do.dtype), do, dv)
             dpT = tl.dot(v, tl.trans(do))
-        dsT = eT * tl.where(pos, dpT - delta[None, :], tl.where(sT < 0.0, delta[None, :], 0.0))
+        if CAUSAL_MASK:
+            # masked scores are exactly 0 and must give ds = 0 (sign(0) = 0)
+            dsT = eT * tl.where(pos, dpT - delta[None, :], tl.where(sT < 0.0, delta[None, :], 0.0))
+        else:
+            # off the diagonal an exact 0 score is measure-zero; treating it as negative is
+            # harmless even for zero-padded rows / keys (delta = 0 there, or k = 0 multiplies it)
+            dsT = eT * tl.where(pos, dpT - delta[None, :], delta[None, :])
         if IEEE:
             dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision="ieee")
         else:
@@ -255,15 +263,18 @@ def _bwd_dq_inner(
         kT = tl.load(k_base + cols[None, :] * stride_k + offs_d[:, None], mask=ktmask, other=0.0)
         vT = tl.load(v_base + cols[None, :] * stride_k + offs_d[:, None], mask=ktmask, other=0.0)
         if IEEE:
-            s = tl.dot(q, kT, input_precision="ieee") * qk_scale
+            s = tl.dot(q, kT, input_precision="ieee")
             dp = tl.dot(do, vT, input_precision="ieee")
         else:
-            s = tl.dot(q, kT) * qk_scale
+            s = tl.dot(q, kT)
             dp = tl.dot(do, vT)
         if CAUSAL_MASK:
             s = tl.where(offs_m[:, None] + off >= cols[None, :], s, 0.0)
-        e = tl.math.exp2(s - lse[:, None])
-        ds = e * tl.where(s > 0.0, dp - delta[:, None], tl.where(s < 0.0, delta[:, None], 0.0))
+        e = tl.math.exp2(s * qk_scale - lse[:, None])
+        if CAUSAL_MASK:
+            ds = e * tl.where(s > 0.0, dp - delta[:, None], tl.where(s < 0.0, delta[:, None], 0.0))
+        else:
+            ds = e * tl.where(s > 0.0, dp - delta[:, None], delta[:, None])
         if IEEE:
             dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision="ieee")
         else:

@@ -27,9 +27,11 @@ LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _env_cfg(name: str):
-    """SOFTPICK_{FWD,DKDV,DQ}_CFG="BLOCK_M,BLOCK_N,num_warps,num_stages" overrides (for tuning)."""
-    val = os.environ.get(name)
+def _env_cfg(name: str, block_d: int | None = None):
+    """SOFTPICK_{FWD,DKDV,DQ}_CFG[_D<BLOCK_D>]="BLOCK_M,BLOCK_N,num_warps,num_stages" overrides (tuning);
+    the per-head-dim variable (e.g. SOFTPICK_DKDV_CFG_D64) wins over the plain one."""
+    val = os.environ.get(f"{name}_D{block_d}") if block_d is not None else None
+    val = val or os.environ.get(name)
     if not val:
         return None
     bm, bn, w, s = (int(x) for x in val.split(","))
@@ -38,7 +40,7 @@ def _env_cfg(name: str):
 
 def fwd_config(block_d: int, dtype: torch.dtype):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the forward kernel."""
-    c = _env_cfg("SOFTPICK_FWD_CFG")
+    c = _env_cfg("SOFTPICK_FWD_CFG", block_d)
     if c:
         return c
     if INTERPRET:
@@ -52,22 +54,24 @@ def fwd_config(block_d: int, dtype: torch.dtype):
 
 
 def dkdv_config(block_d: int, dtype: torch.dtype):
-    c = _env_cfg("SOFTPICK_DKDV_CFG")
+    c = _env_cfg("SOFTPICK_DKDV_CFG", block_d)
     if c:
         return c
     if INTERPRET:
         return 32, 32, 4, 1
     if dtype == torch.float32:
         return (32, 64, 4, 2) if block_d > 64 else (32, 64, 4, 2)
+    # v3: the v2 choices (64x64 w4 at D=64, 64x128 w8 at D=128) spill registers (ptxas sm_90:
+    # 232 / 888 stack bytes); these are the spill-free ones (benchmarks/NOTES.md, v3)
     if block_d <= 64:
-        return 64, 64, 4, 3
+        return 64, 64, 8, 3
     if block_d <= 128:
-        return 64, 128, 8, 3
+        return 32, 64, 4, 3
     return 32, 64, 8, 2
 
 
 def dq_config(block_d: int, dtype: torch.dtype):
-    c = _env_cfg("SOFTPICK_DQ_CFG")
+    c = _env_cfg("SOFTPICK_DQ_CFG", block_d)
     if c:
         return c
     if INTERPRET:
@@ -77,7 +81,7 @@ def dq_config(block_d: int, dtype: torch.dtype):
     if block_d <= 64:
         return 64, 64, 4, 3
     if block_d <= 128:
-        return 128, 64, 8, 3
+        return 64, 64, 4, 3  # v3: 128x64 w8 spilled 592 stack bytes
     return 64, 32, 8, 2
 
 
