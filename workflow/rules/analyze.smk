@@ -10,6 +10,8 @@ rule analyze:
     params:
         analysis=config["analysis"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/analyze_{{variant}}.log",
     benchmark:

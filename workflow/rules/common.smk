@@ -16,6 +16,8 @@ CODE = {
     "figures": [f"{LIB}/plots.py"],
 }
 
+CONDA_ENV = "../../environment.yml"  # with --use-conda; pyproject.toml holds the dependency list
+
 MODEL_FILES = ["config.json", "model.safetensors", "train_log.jsonl", "train_summary.json"]
 
 FIGURE_NAMES = [
@@ -35,3 +37,26 @@ TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["md
 
 def model_files(variant):
     return [f"{RESULTS}/models/{variant}/{name}" for name in MODEL_FILES]
+
+
+CAPTIONED = {
+    "training_loss": "Training",
+    "attention_maps": "Analysis",
+    "hidden_states": "Analysis",
+    "sink_scores_heads": "Analysis",
+    "sink_rate_per_layer": "Analysis",
+    "length_sweep": "Analysis",
+    "quantization": "Quantization",
+}
+
+
+def figure_outputs():
+    out = []
+    for name in FIGURE_NAMES:
+        key = "attention_maps" if name.startswith("attention_maps") else name
+        out.append(report(f"{FIGDIR}/{name}.png", caption=f"../report/{key}.rst", category=CAPTIONED[key]))
+        out.append(f"{FIGDIR}/{name}.pdf")
+    for name in TABLE_NAMES:
+        out.append(report(f"{RESULTS}/tables/{name}.md", caption=f"../report/{name}.rst", category="Tables"))
+        out.append(f"{RESULTS}/tables/{name}.tex")
+    return out

@@ -11,6 +11,8 @@ rule data:
     params:
         data=config["data"],
         seed=config["seed"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/data.log",
     benchmark:

@@ -9,6 +9,8 @@ rule evaluate:
     params:
         eval=config["eval"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/evaluate_{{variant}}.log",
     benchmark:
@@ -35,6 +37,8 @@ rule quantize:
         quantize=config["quantize"],
         eval=config["eval"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/quantize_{{variant}}_{{bits}}bit.log",
     benchmark:
