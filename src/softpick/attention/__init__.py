@@ -90,23 +90,9 @@ def attention(
         if mask is not None:  # fully masked rows: SDPA gives NaN, the reference 0
             out = out.masked_fill(~mask.any(-1).transpose(1, 2)[..., None], 0.0)
         return out, None
+    weights_fn = None
     if kind == "softpick" and not return_weights:
-        return _softpick_torch(q, k, v, causal=causal, attention_mask=attention_mask, scale=scale), None
-    out, weights = naive_attention(q, k, v, kind=kind, causal=causal, attention_mask=attention_mask, scale=scale)
+        from .torch_fused import softpick_weights_fused as weights_fn  # same numbers, leaner backward
+    out, weights = naive_attention(q, k, v, kind=kind, causal=causal, attention_mask=attention_mask, scale=scale,
+                                   weights_fn=weights_fn)
     return out, (weights if return_weights else None)
-
-
-def _softpick_torch(q, k, v, *, causal, attention_mask, scale):
-    """Materialised softpick with the fused weights Function (fewer saved intermediates than autograd)."""
-    from .reference import _scores, build_mask
-    from .torch_fused import softpick_weights_fused
-
-    B, T, H, _ = q.shape
-    S, Hkv = k.shape[1], k.shape[2]
-    compute = torch.promote_types(q.dtype, torch.float32)
-    mask = build_mask(B, T, S, causal=causal, attention_mask=attention_mask, device=q.device)
-    w = softpick_weights_fused(_scores(q.to(compute), k.to(compute), scale), mask)
-    vv = v.to(compute)
-    if Hkv != H:
-        vv = vv.repeat_interleave(H // Hkv, dim=2)
-    return torch.einsum("bhts,bshd->bthd", w, vv).to(q.dtype)

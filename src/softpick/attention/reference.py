@@ -101,24 +101,27 @@ def naive_attention(
     attention_mask: torch.Tensor | None = None,
     scale: float | None = None,
     eps: float = EPS,
+    weights_fn=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Materialised attention. Returns (out [B, T, H, D], weights [B, H, T, S]).
 
     Computed in float32 at least (float64 stays float64); the output takes q's dtype.
+    weights_fn(scores, mask) replaces the weight function of `kind` (the fused torch path uses it).
     """
     B, T, H, D = q.shape
     S, Hkv = k.shape[1], k.shape[2]
     if k.shape != v.shape[:3] + (k.shape[3],) or v.shape[:3] != (B, S, Hkv):
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must share [B, S, Hkv]")
+    if weights_fn is None:
+        if kind == "softpick":
+            weights_fn = lambda s, m: softpick_weights(s, m, eps)  # noqa: E731
+        elif kind == "softmax":
+            weights_fn = softmax_weights
+        else:
+            raise ValueError(f"unknown attention kind {kind!r}; expected 'softmax' or 'softpick'")
     compute = torch.promote_types(q.dtype, torch.float32)
     scores = _scores(q.to(compute), k.to(compute), scale)
-    mask = build_mask(B, T, S, causal=causal, attention_mask=attention_mask, device=q.device)
-    if kind == "softpick":
-        w = softpick_weights(scores, mask, eps)
-    elif kind == "softmax":
-        w = softmax_weights(scores, mask)
-    else:
-        raise ValueError(f"unknown attention kind {kind!r}; expected 'softmax' or 'softpick'")
+    w = weights_fn(scores, build_mask(B, T, S, causal=causal, attention_mask=attention_mask, device=q.device))
     vv = v.to(compute)
     if Hkv != H:
         vv = vv.repeat_interleave(H // Hkv, dim=2)
