@@ -89,3 +89,83 @@ def test_non_finite_guard_stops_with_clear_error(tiny_config, tiny_data_dir, tmp
     tiny_config["train"].update(lr=1e30, max_consecutive_skips=2, grad_clip=None)
     with pytest.raises(NonFiniteError, match="consecutive steps with non-finite"):
         train(tiny_config, "softmax", tiny_data_dir, tmp_path / "m")
+
+
+def test_crash_mid_save_leaves_nothing_resume_loads(tiny_config, tiny_data_dir, tmp_path, monkeypatch):
+    """torch.save writes half a file, then the process 'dies': resume starts from the previous checkpoint."""
+    import softpick.train as train_mod
+
+    straight = tmp_path / "straight" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, straight)
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 6:
+            with open(f, "wb") as fh:
+                fh.write(b"half a checkpoint")
+            raise OSError("disk full (simulated)")
+        return real_save(obj, f, *args, **kwargs)
+
+    crashed = tmp_path / "crashed" / "softpick"
+    monkeypatch.setattr(train_mod.torch, "save", broken_save)
+    with pytest.raises(OSError, match="simulated"):
+        train(tiny_config, "softpick", tiny_data_dir, crashed)
+    monkeypatch.undo()
+    ckpt_dir = crashed.parent / "softpick.checkpoints"
+    assert [p.name for p in list_checkpoints(ckpt_dir)] == ["step_00000003"]
+    train(tiny_config, "softpick", tiny_data_dir, crashed)
+    assert_same_weights(straight, crashed)
+
+
+SLOW_WORKER = r'''
+import sys, time
+import torch, yaml
+from softpick.train import train
+
+_step = torch.optim.AdamW.step
+def slow_step(self, *a, **k):  # slow enough for the parent to SIGKILL at a chosen step
+    time.sleep(0.25)
+    return _step(self, *a, **k)
+torch.optim.AdamW.step = slow_step
+train(yaml.safe_load(open(sys.argv[1])), "softpick", sys.argv[2], sys.argv[3])
+'''
+
+
+def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tiny_config, tiny_data_dir, tmp_path):
+    """A real SIGKILL of a training subprocess at a random step; resuming gives the uninterrupted weights."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    kill_step = random.Random().randint(2, 10)
+    print(f"SIGKILL after step {kill_step}")
+    straight = tmp_path / "straight" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, straight)
+    killed = tmp_path / "killed" / "softpick"
+    (tmp_path / "worker.py").write_text(SLOW_WORKER)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "config.yaml"),
+                             str(tiny_data_dir), str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed.parent / "softpick.train_log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and any(json.loads(l)["step"] >= kill_step for l in log.read_text().splitlines() if l.strip()):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the worker ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not killed.exists()
+    train(tiny_config, "softpick", tiny_data_dir, killed)
+    assert_same_weights(straight, killed)
+    steps = [json.loads(l)["step"] for l in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))

@@ -1,10 +1,18 @@
 """Pretraining of one attention variant: AdamW, linear warm-up + cosine decay, as in PAPER.md.
 
-Single process by default; under torchrun (WORLD_SIZE > 1) it runs DDP (nccl on CUDA, gloo on
-CPU), each rank taking its share of every global batch. Logs one JSON record per step to
-train_log.jsonl, checkpoints atomically (temp dir, rename, COMPLETE marker last) and resumes
-from the newest complete checkpoint, restoring model, optimizer, data position and RNG states.
-The final model is exported with save_pretrained, its tokenizer beside it.
+Single process by default; under torchrun (WORLD_SIZE > 1) it runs data parallel (nccl on CUDA,
+gloo on CPU): train.parallelism ddp (DistributedDataParallel, the default) or fsdp (FSDP2
+fully_shard per decoder layer + the root; also works with gloo on CPU). Every optimizer step
+consumes train.global_batch_size sequences: each of the W ranks takes a contiguous 1/W share of the
+global batch and feeds it as global / (micro x W) gradient-accumulation micro-batches of
+train.micro_batch_size, so the update is the same (up to float summation order) whatever W is.
+Rank 0 alone writes logs, checkpoints and the export. train.dtype bfloat16 runs the forward under
+bf16 autocast with fp32 master weights; train.compile compiles the model (torch.compile).
+Logs one JSON record per logged step to train_log.jsonl (loss, lr, grad norm, tokens/s,
+flops_per_token, MFU when train.peak_tflops is known, peak memory), checkpoints atomically (temp
+dir, rename, COMPLETE marker last) and resumes from the newest complete checkpoint, restoring
+model, optimizer, data position and RNG states. The final model is exported with
+save_pretrained, its tokenizer beside it.
 """
 from __future__ import annotations
 
@@ -23,10 +31,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .config import ConfigError
 from .data import load_tokens
 from .model import SoftpickConfig, SoftpickForCausalLM, count_parameters
 
 COMPLETE_MARKER = "COMPLETE"
+PARALLELISMS = ("ddp", "fsdp")
+DTYPES = ("float32", "bfloat16")
 
 
 class NonFiniteError(RuntimeError):
@@ -141,6 +152,58 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+# ----------------------------------------------------------------------------- distributed settings
+def check_distributed(tcfg: dict, world: int) -> int:
+    """Validate the parallel-training keys for `world` processes; return the accumulation steps.
+
+    Raises ConfigError naming the keys: the global batch must split evenly into micro-batches on
+    every process; an unknown parallelism or dtype is refused.
+    """
+    gbs, mbs = tcfg["global_batch_size"], tcfg["micro_batch_size"]
+    if world < 1:
+        raise ConfigError(f"the process count must be >= 1, got {world}")
+    if gbs % (mbs * world):
+        raise ConfigError(
+            f"config key 'train.global_batch_size' ({gbs}) must be a multiple of 'train.micro_batch_size' ({mbs}) "
+            f"x processes ({world}) = {mbs * world}; change train.global_batch_size, train.micro_batch_size "
+            f"or the process count (train.gpus / torchrun --nproc_per_node)"
+        )
+    parallelism = tcfg.get("parallelism", "ddp")
+    if parallelism not in PARALLELISMS:
+        raise ConfigError(f"config key 'train.parallelism': {parallelism!r} is not one of {PARALLELISMS}")
+    dtype = tcfg.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ConfigError(f"config key 'train.dtype': {dtype!r} is not one of {DTYPES}")
+    return gbs // (mbs * world)
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    """Peak memory in GiB of this process: CUDA max allocated, or the CPU max resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "cpu_max_rss"  # ru_maxrss is KiB on Linux
+
+
+def _full_tensor(t):
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _fsdp_state(model, optimizer) -> tuple[dict, dict]:
+    """Full (unsharded) model and optimizer state on rank 0, CPU; a collective on every rank."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _fsdp_load(model, optimizer, model_state: dict, optim_state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                   options=StateDictOptions(full_state_dict=True))
+
+
 # ----------------------------------------------------------------------------- helpers
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -203,21 +266,31 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = resolve_device(config["device"])
+    accum = check_distributed(tcfg, world)
+    parallelism = tcfg.get("parallelism", "ddp")
+    fsdp = parallelism == "fsdp" and world > 1
+    owns_group = False
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if tcfg["global_batch_size"] % (tcfg["micro_batch_size"] * world):
-        raise ValueError(
-            f"train.global_batch_size ({tcfg['global_batch_size']}) must be a multiple of "
-            f"micro_batch_size ({tcfg['micro_batch_size']}) x processes ({world})"
-        )
-    accum = tcfg["global_batch_size"] // (tcfg["micro_batch_size"] * world)
+            owns_group = True
+    mbs = tcfg["micro_batch_size"]
     torch.set_num_threads(tcfg.get("threads", 1))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tcfg.get("dtype", "float32") == "bfloat16"
+                else nullcontext())
+    writer = None
+    if tcfg.get("tensorboard") and rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ConfigError("config key 'train.tensorboard' is true but tensorboard is not installed "
+                              "(pip install tensorboard)") from err
+        writer = SummaryWriter(str(out_dir.parent / f"{out_dir.name}.tensorboard"))
 
     tokens, _ = load_tokens(data_dir, "train")
     val_tokens, _ = load_tokens(data_dir, "val")
@@ -230,6 +303,16 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     np.random.seed(seed)
     random.seed(seed)
     model = build_model(config["model"], variant, len(tokenizer), seq_len).to(device)
+    n_params = count_parameters(model)
+    flops_per_token = 6 * count_parameters(model, non_embedding=True) + 6 * config["model"]["num_hidden_layers"] * config["model"]["hidden_size"] * seq_len
+    if tcfg.get("compile"):
+        model.compile()  # in place: state_dict keys and save_pretrained are unchanged
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -239,112 +322,159 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     )
     sampler = WindowSampler(len(tokens), seq_len, seed)
     ddp_model = model
-    if world > 1:
+    if world > 1 and not fsdp:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     step, skipped, consecutive_skips, tokens_seen = 0, 0, 0, 0
     checkpoints = list_checkpoints(ckpt_dir)
     if checkpoints:
-        state = torch.load(checkpoints[-1] / "state.pt", map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu" if fsdp else device, weights_only=False)
+        written_with = state.get("parallelism", "ddp")
+        if written_with != ("fsdp" if fsdp else "ddp"):
+            raise ValueError(f"checkpoint {checkpoints[-1]} was written with train.parallelism {written_with!r}; "
+                             f"resume it with the same setting (or move {ckpt_dir} away)")
+        if fsdp:
+            _fsdp_load(model, optimizer, state["model"], state["optimizer"])
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        rng = state["rng"]
+        if isinstance(rng, list):  # one per rank; a run resumed on another process count reuses rank 0's
+            rng = rng[rank] if rank < len(rng) else rng[0]
+        _set_rng_state(rng)
         step, skipped, consecutive_skips, tokens_seen = (state[k] for k in ("step", "skipped", "consecutive_skips", "tokens"))
+        del state
 
     log_path = out_dir.parent / f"{out_dir.name}.train_log.jsonl"
     if rank == 0:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_log(log_path, step)
     log_file = open(log_path, "a") if rank == 0 else None
-    n_params = count_parameters(model)
-    flops_per_token = 6 * count_parameters(model, non_embedding=True) + 6 * config["model"]["num_hidden_layers"] * config["model"]["hidden_size"] * seq_len
+    peak_flops = tcfg.get("peak_tflops")
     bar = tqdm(total=tcfg["max_steps"], initial=step, desc=f"train {variant}", disable=rank != 0, dynamic_ncols=True)
     t_last, tokens_last = time.perf_counter(), tokens_seen
     max_skips = tcfg.get("max_consecutive_skips", 10)
     steps_this_call = 0
     model.train()
-    while step < tcfg["max_steps"]:
-        lr = lr_at(step, tcfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        starts = sampler.next_starts(tcfg["global_batch_size"])
-        mine = starts[rank * accum * tcfg["micro_batch_size"]:(rank + 1) * accum * tcfg["micro_batch_size"]]
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(accum):
-            chunk = mine[micro * tcfg["micro_batch_size"]:(micro + 1) * tcfg["micro_batch_size"]]
-            x = gather_windows(tokens, chunk, seq_len).to(device, non_blocking=True)
-            sync = ddp_model.no_sync() if world > 1 and micro < accum - 1 else nullcontext()
-            with sync:
-                logits = ddp_model(x[:, :-1]).logits
-                loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-                (loss / accum).backward()
-            loss_sum += loss.detach() / accum
-        if world > 1:
-            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-        clip = tcfg.get("grad_clip")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"))
-        finite = bool(torch.isfinite(loss_sum)) and bool(torch.isfinite(grad_norm))
-        if finite:
-            optimizer.step()
-            consecutive_skips = 0
-        else:
-            skipped += 1
-            consecutive_skips += 1
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        steps_this_call += 1
-        tokens_seen += tcfg["global_batch_size"] * seq_len
-        if consecutive_skips >= max_skips:
-            raise NonFiniteError(
-                f"{consecutive_skips} consecutive steps with non-finite loss or gradient norm (last at step {step}); "
-                f"raise train.max_consecutive_skips or lower train.lr"
-            )
-        if rank == 0 and (step % tcfg.get("log_every", 10) == 0 or step == tcfg["max_steps"] or step == 1):
-            now = time.perf_counter()
-            tps = (tokens_seen - tokens_last) / max(now - t_last, 1e-9)
-            t_last, tokens_last = now, tokens_seen
-            record = {"step": step, "loss": float(loss_sum), "lr": lr, "grad_norm": float(grad_norm),
-                      "tokens": tokens_seen, "tokens_per_s": tps, "skipped": skipped, "epoch": sampler.epoch,
-                      "flops_per_token": flops_per_token}
-            if step % tcfg.get("val_every", 50) == 0 or step == tcfg["max_steps"]:
-                record["val_loss"] = validation_loss(model, val_tokens, seq_len, tcfg.get("val_batches", 8),
-                                                     tcfg["micro_batch_size"], device)
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
-        bar.update(1)
-        if step % tcfg.get("checkpoint_every", 100) == 0 or step == tcfg["max_steps"]:
-            rng = _rng_state()
+    try:
+        while step < tcfg["max_steps"]:
+            lr = lr_at(step, tcfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            starts = sampler.next_starts(tcfg["global_batch_size"])
+            mine = starts[rank * accum * mbs:(rank + 1) * accum * mbs]  # this rank's share of the global batch
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(accum):
+                chunk = mine[micro * mbs:(micro + 1) * mbs]
+                x = gather_windows(tokens, chunk, seq_len).to(device, non_blocking=True)
+                last = micro == accum - 1
+                if fsdp:
+                    model.set_requires_gradient_sync(last)
+                    sync = nullcontext()
+                else:
+                    sync = ddp_model.no_sync() if world > 1 and not last else nullcontext()
+                with sync:
+                    with autocast:
+                        logits = ddp_model(x[:, :-1]).logits
+                    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+                    (loss / accum).backward()
+                loss_sum += loss.detach() / accum
             if world > 1:
-                gathered = [None] * world
-                dist.all_gather_object(gathered, rng)
-                rng = gathered
+                dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+            clip = tcfg.get("grad_clip")
+            grad_norm = _full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf")))
+            finite = bool(torch.isfinite(loss_sum)) and bool(torch.isfinite(grad_norm))
+            if finite:
+                optimizer.step()
+                consecutive_skips = 0
+            else:
+                skipped += 1
+                consecutive_skips += 1
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            steps_this_call += 1
+            tokens_seen += tcfg["global_batch_size"] * seq_len
+            if consecutive_skips >= max_skips:
+                raise NonFiniteError(
+                    f"{consecutive_skips} consecutive steps with non-finite loss or gradient norm (last at step {step}); "
+                    f"raise train.max_consecutive_skips or lower train.lr"
+                )
+            if step % tcfg.get("log_every", 10) == 0 or step == tcfg["max_steps"] or step == 1:
+                now = time.perf_counter()
+                tps = (tokens_seen - tokens_last) / max(now - t_last, 1e-9)
+                record = {"step": step, "loss": float(loss_sum), "lr": lr, "grad_norm": float(grad_norm),
+                          "tokens": tokens_seen, "tokens_per_s": tps, "skipped": skipped, "epoch": sampler.epoch,
+                          "flops_per_token": flops_per_token, "world_size": world}
+                if peak_flops:  # model FLOP utilisation over all processes (tokens_per_s is global)
+                    record["mfu"] = flops_per_token * tps / (peak_flops * 1e12 * world)
+                record["peak_mem_gib"], record["peak_mem_kind"] = _peak_memory(device)
+                if step % tcfg.get("val_every", 50) == 0 or step == tcfg["max_steps"]:
+                    if fsdp or rank == 0:  # sharded weights: every rank takes part in the forward
+                        with autocast:
+                            record["val_loss"] = validation_loss(model, val_tokens, seq_len, tcfg.get("val_batches", 8),
+                                                                 mbs, device)
+                if rank == 0:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                    if writer is not None:
+                        for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib", "val_loss"):
+                            if record.get(key) is not None:
+                                writer.add_scalar(f"train/{key}", record[key], step)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                t_last, tokens_last = time.perf_counter(), tokens_seen  # the next interval excludes validation
+            bar.update(1)
+            if step % tcfg.get("checkpoint_every", 100) == 0 or step == tcfg["max_steps"]:
+                rng = _rng_state()
+                if world > 1:
+                    gathered = [None] * world
+                    dist.all_gather_object(gathered, rng)
+                    rng = gathered
+                if fsdp:
+                    model_state, optim_state = _fsdp_state(model, optimizer)  # collective: every rank
+                elif rank == 0:
+                    model_state, optim_state = model.state_dict(), optimizer.state_dict()
+                if rank == 0:
+                    save_checkpoint(ckpt_dir, step, {
+                        "model": model_state, "optimizer": optim_state, "sampler": sampler.state_dict(),
+                        "rng": rng, "step": step, "skipped": skipped, "consecutive_skips": consecutive_skips,
+                        "tokens": tokens_seen, "parallelism": "fsdp" if fsdp else "ddp", "world_size": world},
+                        keep=tcfg.get("keep_checkpoints", 2))
+                if fsdp or rank == 0:
+                    del model_state, optim_state
+                if world > 1:
+                    dist.barrier()
+            if stop_after is not None and steps_this_call >= stop_after:
+                return {"step": step, "stopped_early": True}
+        summary = {"variant": variant, "steps": step, "tokens": tokens_seen, "skipped_steps": skipped,
+                   "parameters": n_params, "final_loss": None, "git_commit": git_commit(), "world_size": world,
+                   "parallelism": parallelism if world > 1 else "none", "dtype": tcfg.get("dtype", "float32")}
+        export_source = model
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
             if rank == 0:
-                save_checkpoint(ckpt_dir, step, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                    "rng": rng, "step": step, "skipped": skipped, "consecutive_skips": consecutive_skips,
-                    "tokens": tokens_seen}, keep=tcfg.get("keep_checkpoints", 2))
-            if world > 1:
-                dist.barrier()
-        if stop_after is not None and steps_this_call >= stop_after:
-            bar.close()
-            if log_file:
-                log_file.close()
-            return {"step": step, "stopped_early": True}
-    bar.close()
-    if log_file:
-        log_file.close()
-    summary = {"variant": variant, "steps": step, "tokens": tokens_seen, "skipped_steps": skipped,
-               "parameters": n_params, "final_loss": None, "git_commit": git_commit()}
-    if rank == 0:
-        records = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
-        summary["final_loss"] = records[-1]["loss"] if records else None
-        summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
-        export_model(model, tokenizer, out_dir, config, summary, log_path)
-    if world > 1:
-        dist.barrier()
-    return summary
+                export_source = build_model(config["model"], variant, len(tokenizer), seq_len)
+                export_source.load_state_dict(full)
+        if rank == 0:
+            log_file.close()
+            log_file = None
+            records = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+            summary["final_loss"] = records[-1]["loss"] if records else None
+            summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
+            export_model(export_source, tokenizer, out_dir, config, summary, log_path)
+        if world > 1:
+            dist.barrier()
+        return summary
+    finally:
+        bar.close()
+        if log_file:
+            log_file.close()
+        if writer is not None:
+            writer.close()
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
