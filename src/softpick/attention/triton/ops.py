@@ -27,9 +27,13 @@ LOG2E = 1.4426950408889634
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _env_cfg(name: str, block_d: int | None = None):
+def _env_cfg(name: str, block_d: int | None = None, dtype: torch.dtype | None = None):
     """SOFTPICK_{FWD,DKDV,DQ}_CFG[_D<BLOCK_D>]="BLOCK_M,BLOCK_N,num_warps,num_stages" overrides (tuning);
-    the per-head-dim variable (e.g. SOFTPICK_DKDV_CFG_D64) wins over the plain one."""
+    the per-head-dim variable (e.g. SOFTPICK_DKDV_CFG_D64) wins over the plain one. They apply to
+    fp16 / bf16 only: fp32 tiles need about twice the shared memory (an H200 sweep's bf16 winners
+    overflowed it in fp32 at D >= 96)."""
+    if dtype == torch.float32:
+        return None
     val = os.environ.get(f"{name}_D{block_d}") if block_d is not None else None
     val = val or os.environ.get(name)
     if not val:
@@ -40,7 +44,7 @@ def _env_cfg(name: str, block_d: int | None = None):
 
 def fwd_config(block_d: int, dtype: torch.dtype):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the forward kernel."""
-    c = _env_cfg("SOFTPICK_FWD_CFG", block_d)
+    c = _env_cfg("SOFTPICK_FWD_CFG", block_d, dtype)
     if c:
         return c
     if INTERPRET:
@@ -54,24 +58,24 @@ def fwd_config(block_d: int, dtype: torch.dtype):
 
 
 def dkdv_config(block_d: int, dtype: torch.dtype):
-    c = _env_cfg("SOFTPICK_DKDV_CFG", block_d)
+    c = _env_cfg("SOFTPICK_DKDV_CFG", block_d, dtype)
     if c:
         return c
     if INTERPRET:
         return 32, 32, 4, 1
     if dtype == torch.float32:
         return (32, 64, 4, 2) if block_d > 64 else (32, 64, 4, 2)
-    # v3: the v2 choices (64x64 w4 at D=64, 64x128 w8 at D=128) spill registers (ptxas sm_90:
-    # 232 / 888 stack bytes); these are the spill-free ones (benchmarks/NOTES.md, v3)
+    # v3 H200 sweep (benchmarks/NOTES.md): 32x64 w4 at D = 64 (0.737 vs 0.769 ms bwd for v2's
+    # 64x64 w4); at D = 128 v2's 64x128 w8 stays best (2.46 ms) although ptxas reports spills
     if block_d <= 64:
-        return 64, 64, 8, 3
-    if block_d <= 128:
         return 32, 64, 4, 3
+    if block_d <= 128:
+        return 64, 128, 8, 3
     return 32, 64, 8, 2
 
 
 def dq_config(block_d: int, dtype: torch.dtype):
-    c = _env_cfg("SOFTPICK_DQ_CFG", block_d)
+    c = _env_cfg("SOFTPICK_DQ_CFG", block_d, dtype)
     if c:
         return c
     if INTERPRET:
@@ -81,7 +85,7 @@ def dq_config(block_d: int, dtype: torch.dtype):
     if block_d <= 64:
         return 64, 64, 4, 3
     if block_d <= 128:
-        return 64, 64, 4, 3  # v3: 128x64 w8 spilled 592 stack bytes
+        return 128, 64, 8, 3  # v3 sweep: still best (2.44 ms bwd) over the spill-free 64x64 / 64x32 w4
     return 64, 32, 8, 2
 
 
