@@ -13,6 +13,7 @@ machine); we assert MAX_ABS_DIFF_1_VS_2 = 1e-5. Runs of the same process count a
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +46,12 @@ if kill_at:  # SIGKILL rank 0 half-way through writing the checkpoint of step ki
             os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *a, **k)
     torch.save = save
+import torch.distributed as dist
+dist.init_process_group("gloo")  # one group for both train() calls (train() leaves a group it did not create)
 train(config, args["variant"], args["data"], args["out"], stop_after=args.get("stop_after"))
 if args.get("then_resume"):  # a second run in the same processes resumes from the newest checkpoint
     train(config, args["variant"], args["data"], args["out"])
+dist.destroy_process_group()
 '''
 
 
@@ -63,7 +67,15 @@ def small_config() -> dict:
 def torchrun(nproc: int, *args, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: a hang takes no orphans with it
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out:\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def run_worker(tmp: Path, config: dict, **args) -> subprocess.CompletedProcess:

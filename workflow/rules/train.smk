@@ -8,12 +8,13 @@ from softpick.train import check_distributed
 TRAIN_GPUS = config["train"].get("gpus", 0)
 check_distributed(config["train"], max(1, TRAIN_GPUS))  # fail at parse time, naming the keys
 
-# Keys that change how, not what, the model is trained: left out of params at their defaults,
-# so adding them did not invalidate models trained before they existed.
-TRAIN_RUNTIME_DEFAULTS = {"gpus": 0, "parallelism": "ddp", "compile": False, "dtype": "float32",
-                          "peak_tflops": None, "tensorboard": False}
+# Keys that do not change the trained model stay out of params (a changed param reruns the job):
+# gpus, peak_tflops and tensorboard always; parallelism / compile / dtype at their defaults, so
+# models trained before these keys existed are not invalidated.
+TRAIN_OPERATIONAL = ("gpus", "peak_tflops", "tensorboard")
+TRAIN_DEFAULTS = {"parallelism": "ddp", "compile": False, "dtype": "float32"}
 TRAIN_PARAMS = {k: v for k, v in config["train"].items()
-                if not (k in TRAIN_RUNTIME_DEFAULTS and v == TRAIN_RUNTIME_DEFAULTS[k])}
+                if k not in TRAIN_OPERATIONAL and not (k in TRAIN_DEFAULTS and v == TRAIN_DEFAULTS[k])}
 
 
 if TRAIN_GPUS > 1:
