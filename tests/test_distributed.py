@@ -211,3 +211,14 @@ def test_bfloat16_autocast_trains_with_fp32_master_weights(tiny_config, tiny_dat
     summary = train(tiny_config, "softpick", tiny_data_dir, tmp_path / "bf16")
     assert summary["dtype"] == "bfloat16" and summary["skipped_steps"] == 0
     assert all(w.dtype == torch.float32 for w in weights(tmp_path / "bf16").values())
+
+
+def test_tensorboard_asked_for_but_missing_is_a_clear_error(tiny_config, tiny_data_dir, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    tiny_config["train"]["tensorboard"] = True
+    with pytest.raises(ConfigError, match=r"train\.tensorboard.*pip install tensorboard"):
+        train(tiny_config, "softpick", tiny_data_dir, tmp_path / "m")

@@ -258,6 +258,9 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     """Train `variant` ('softmax' | 'softpick') on data_dir's token files and export to out_dir.
 
     stop_after: return after this many optimizer steps (tests use it to simulate a crash).
+    Under torchrun it creates the process group from the environment (and destroys it at the
+    end) unless the caller already initialized one, which it then uses and leaves alone: a
+    caller that calls train() twice in one process should create the group itself.
     """
     tcfg, seed = config["train"], config["seed"]
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -269,6 +272,16 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     accum = check_distributed(tcfg, world)
     parallelism = tcfg.get("parallelism", "ddp")
     fsdp = parallelism == "fsdp" and world > 1
+    writer = None
+    if tcfg.get("tensorboard"):  # checked on every rank, before any collective
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ConfigError("config key 'train.tensorboard' is true but tensorboard is not installed "
+                              "(pip install tensorboard)") from err
+        if rank == 0:
+            writer = SummaryWriter(str(out_dir.parent / f"{out_dir.name}.tensorboard"))
+
     owns_group = False
     if world > 1:
         if device.type == "cuda":
@@ -283,15 +296,6 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
         torch.use_deterministic_algorithms(True)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tcfg.get("dtype", "float32") == "bfloat16"
                 else nullcontext())
-    writer = None
-    if tcfg.get("tensorboard") and rank == 0:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ConfigError("config key 'train.tensorboard' is true but tensorboard is not installed "
-                              "(pip install tensorboard)") from err
-        writer = SummaryWriter(str(out_dir.parent / f"{out_dir.name}.tensorboard"))
-
     tokens, _ = load_tokens(data_dir, "train")
     val_tokens, _ = load_tokens(data_dir, "val")
     from transformers import AutoTokenizer
@@ -328,7 +332,9 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     step, skipped, consecutive_skips, tokens_seen = 0, 0, 0, 0
     checkpoints = list_checkpoints(ckpt_dir)
     if checkpoints:
-        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu" if fsdp else device, weights_only=False)
+        # mmap: N ranks of one node page in one file instead of N full copies in memory
+        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu" if fsdp else device, weights_only=False,
+                           mmap=True)
         written_with = state.get("parallelism", "ddp")
         if written_with != ("fsdp" if fsdp else "ddp"):
             raise ValueError(f"checkpoint {checkpoints[-1]} was written with train.parallelism {written_with!r}; "

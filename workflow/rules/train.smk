@@ -47,6 +47,8 @@ if TRAIN_GPUS > 1:
             seed=config["seed"],
             device=config["device"],
             python=sys.executable,
+        conda:
+            CONDA_ENV
         log:
             f"{LOGS}/train_{{variant}}.log",
         benchmark:
@@ -76,6 +78,8 @@ else:
             train=TRAIN_PARAMS,
             seed=config["seed"],
             device=config["device"],
+        conda:
+            CONDA_ENV
         log:
             f"{LOGS}/train_{{variant}}.log",
         benchmark:
