@@ -1,4 +1,13 @@
 import copy
+import os
+
+import torch
+
+# The Triton kernels run on the CPU only under the interpreter, and TRITON_INTERPRET is read when
+# triton (or a module that uses it: fla, hqq, transformers) is first imported: set it before any
+# test module imports them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import yaml
