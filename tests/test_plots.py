@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softpick import plots
-from softpick.analysis import run_analysis, write_json_atomic, write_npz_atomic, analyze_model
+from softpick.analysis import run_analysis, write_json_atomic
 
 TASKS = ["arc_easy", "lambada", "piqa", "sciq"]
 

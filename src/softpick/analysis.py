@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .atomic import atomic_path
+from .atomic import write_json_atomic as _write_json_atomic
 
 __all__ = [
     "sink_scores",
@@ -586,31 +587,13 @@ def _json_clean(o):
     return o
 
 
-def _atomic_write_bytes_via(path: Path, writer) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_json_atomic(path, obj) -> None:
-    data = (json.dumps(_json_clean(obj), indent=2, allow_nan=False) + "\n").encode()
-    _atomic_write_bytes_via(Path(path), lambda f: f.write(data))
+    _write_json_atomic(path, _json_clean(obj))
 
 
 def write_npz_atomic(path, arrays: dict) -> None:
-    _atomic_write_bytes_via(Path(path), lambda f: np.savez_compressed(f, **arrays))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu") -> dict:

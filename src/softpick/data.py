@@ -53,11 +53,9 @@ import copy
 import glob as _glob
 import gzip
 import hashlib
-import io
 import json
 import logging
 import lzma
-import math
 import os
 import shutil
 import socket
@@ -68,6 +66,8 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
+
+from .atomic import atomic_path, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -488,22 +488,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _atomic_tokenizer_dir(path: Path, tok) -> None:
@@ -618,7 +605,7 @@ def prepare_data(data_cfg: dict, out_dir: str | os.PathLike, seed: int) -> dict:
         for name in (f"tokens_{split}.npy", f"docs_{split}.npy"):
             files[name] = _sha256(out / name)
     val_jsonl = "".join(json.dumps({"id": ids[i], "text": texts[i]}, ensure_ascii=False) + "\n" for i in val_idx)
-    _atomic_bytes(out / "val_docs.jsonl", val_jsonl.encode("utf-8"))
+    write_bytes_atomic(out / "val_docs.jsonl", val_jsonl.encode("utf-8"))
     files["val_docs.jsonl"] = _sha256(out / "val_docs.jsonl")
     splits["val"]["docs_jsonl"] = "val_docs.jsonl"
 
@@ -643,7 +630,7 @@ def prepare_data(data_cfg: dict, out_dir: str | os.PathLike, seed: int) -> dict:
         "files": files,
         "config": _jsonable(cfg),
     }
-    _atomic_bytes(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_bytes_atomic(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return manifest
 
 

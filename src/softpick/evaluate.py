@@ -35,10 +35,11 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+
+from .atomic import write_json_atomic
 
 TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "lambada", "piqa", "hellaswag", "winogrande",
                           "boolq", "openbookqa", "sciq")
@@ -311,21 +312,6 @@ def eval_kwargs(eval_cfg: dict) -> dict:
     return {"tasks": list(eval_cfg.get("tasks", TASKS)), "limit": eval_cfg.get("limit"),
             "ppl_max_docs": eval_cfg.get("ppl_max_docs"), "batch_size": int(eval_cfg.get("batch_size", 32)),
             "max_length": int(eval_cfg.get("max_length", 256))}
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def evaluate_dir(model_dir: str | Path, eval_cfg: dict, val_docs: str | Path | None, out_json: str | Path,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
+
+from .atomic import atomic_path
 
 __all__ = [
     "COLORS", "PAPER_ANALYSIS_REFERENCE", "PAPER_ANALYSIS_REFERENCE_10K", "DEFAULT_LAYOUT",
@@ -104,20 +104,9 @@ def _label(variant: str) -> str:
     return LABELS.get(variant, variant.replace("_", " "))
 
 
-def _atomic_write(path: Path, writer, binary: bool = True) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+def _atomic_write(path: Path, writer) -> None:
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _write_text(path: Path, text: str) -> None:

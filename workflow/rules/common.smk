@@ -7,7 +7,7 @@ LIB = "src/softpick"
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
-    "data": [f"{LIB}/data.py"],
+    "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py"],
     "train": [f"{LIB}/train.py"],
     "evaluate": [f"{LIB}/evaluate.py"],

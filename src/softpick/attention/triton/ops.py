@@ -9,7 +9,6 @@ Inputs are fp16, bf16 or fp32; every dot accumulates in fp32 (fp32 inputs use IE
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
