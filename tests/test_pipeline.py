@@ -88,3 +88,13 @@ def test_rerun_after_edit_schedules_only_dependents(workdir):
     jobs = (lambda p: p.stdout + p.stderr)(snakemake(workdir, "-n"))
     assert "rule evaluate" in jobs and "rule quantize" in jobs and "rule figures" in jobs
     assert "rule train" not in jobs and "rule analyze" not in jobs and "rule data" not in jobs
+
+
+@pytest.mark.slow
+def test_html_report_holds_the_figures(workdir):
+    proc = snakemake(workdir, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (workdir / "report.html").read_text(errors="ignore")
+    assert len(html) > 100_000
+    for name in ("training_loss.png", "sink_rate_per_layer.png", "analysis_table.md"):
+        assert name in html, name
