@@ -426,6 +426,14 @@ def _mean_acc(ev: dict, metric: str = "acc") -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _mean_acc_stderr(ev: dict, metric: str = "acc") -> float:
+    """Standard error of the task-mean accuracy, sqrt(sum se_i^2) / n (tasks independent)."""
+    ses = [_num(t.get(f"{metric}_stderr")) for t in ev.get("tasks", {}).values() if t.get(metric) is not None]
+    if not ses or not all(math.isfinite(x) for x in ses):
+        return float("nan")
+    return float(math.sqrt(sum(x * x for x in ses)) / len(ses))
+
+
 def _bits_of(ev: dict):
     q = ev.get("quantization") or {}
     return q.get("bits")
@@ -461,7 +469,11 @@ def plot_quantization(float_eval: Mapping[str, str | Path], quant_evals: Mapping
         ls = styles[methods.index(m) % len(styles)]
         x = [xpos["float" if b == "float" else _num(b)] for b, _ in pts]
         lab = _label(v) + (f" ({m})" if m and len(methods) > 1 else "")
-        ax.plot(x, [100 * _mean_acc(e, acc_metric) for _, e in pts], ls, marker="o", ms=6, lw=2, color=color(v), label=lab)
+        acc = np.array([100 * _mean_acc(e, acc_metric) for _, e in pts])
+        se = np.array([100 * _mean_acc_stderr(e, acc_metric) for _, e in pts])
+        ax.plot(x, acc, ls, marker="o", ms=6, lw=2, color=color(v), label=lab)
+        if np.isfinite(se).all():
+            ax.fill_between(x, acc - se, acc + se, color=color(v), alpha=0.15, lw=0)
         ax2.plot(x, [_num((e.get("perplexity") or {}).get(ppl_key)) for _, e in pts], ls, marker="o", ms=6, lw=2,
                  color=color(v), label=lab)
     ntask = max((len(e.get("tasks", {})) for pts in series.values() for _, e in pts if e), default=0)
@@ -474,7 +486,8 @@ def plot_quantization(float_eval: Mapping[str, str | Path], quant_evals: Mapping
         a.legend()
     meth = ", ".join(m for m in methods if m) or "weight-only PTQ"
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return save_figure(fig, out, f"Weight-only post-training quantization ({meth}); leftmost point = unquantized model.")
+    return save_figure(fig, out, f"Weight-only post-training quantization ({meth}); leftmost point = unquantized model; "
+                                 "shaded: ±1 standard error of the task-mean accuracy.")
 
 
 # --------------------------------------------------------------------------------- tables
