@@ -44,6 +44,8 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from softpick.atomic import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "data" / "corpus"
 
@@ -80,14 +82,6 @@ SOURCES = {
 
 # ---------------------------------------------------------------------------
 # download + verify
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch(name: str, dest: Path, archives: Path | None) -> Path:

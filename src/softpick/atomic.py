@@ -1,7 +1,9 @@
-"""Atomic file writes: every artifact appears whole or not at all (temp file beside it, then rename)."""
+"""File helpers: atomic writes (every artifact appears whole or not at all: temp file beside it, then
+rename) and sha256 checksums of the files the pipeline writes or verifies."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -35,3 +37,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_json_atomic(path: str | Path, obj: Any, *, sort_keys: bool = False) -> None:
     """JSON with indent 2 and a final newline; NaN / inf are refused (allow_nan=False)."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n").encode())
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

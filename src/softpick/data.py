@@ -52,7 +52,6 @@ from __future__ import annotations
 import copy
 import glob as _glob
 import gzip
-import hashlib
 import json
 import logging
 import lzma
@@ -67,7 +66,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .atomic import atomic_path, write_bytes_atomic
+from .atomic import atomic_path, sha256_file, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -480,14 +479,6 @@ def load_tokenizer(out_dir: str | os.PathLike):
 # atomic writers
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
@@ -587,7 +578,7 @@ def prepare_data(data_cfg: dict, out_dir: str | os.PathLike, seed: int) -> dict:
 
     files: dict[str, str] = {}
     for f in sorted((out / "tokenizer").iterdir()):
-        files[f"tokenizer/{f.name}"] = _sha256(f)
+        files[f"tokenizer/{f.name}"] = sha256_file(f)
     splits: dict[str, dict] = {}
     for split, idx in (("train", train_idx), ("val", val_idx)):
         stexts = [texts[i] for i in idx]
@@ -603,10 +594,10 @@ def prepare_data(data_cfg: dict, out_dir: str | os.PathLike, seed: int) -> dict:
             "offsets_file": f"docs_{split}.npy",
         }
         for name in (f"tokens_{split}.npy", f"docs_{split}.npy"):
-            files[name] = _sha256(out / name)
+            files[name] = sha256_file(out / name)
     val_jsonl = "".join(json.dumps({"id": ids[i], "text": texts[i]}, ensure_ascii=False) + "\n" for i in val_idx)
     write_bytes_atomic(out / "val_docs.jsonl", val_jsonl.encode("utf-8"))
-    files["val_docs.jsonl"] = _sha256(out / "val_docs.jsonl")
+    files["val_docs.jsonl"] = sha256_file(out / "val_docs.jsonl")
     splits["val"]["docs_jsonl"] = "val_docs.jsonl"
 
     manifest = {

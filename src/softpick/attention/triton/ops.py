@@ -41,51 +41,31 @@ def _env_cfg(name: str, block_d: int | None = None, dtype: torch.dtype | None = 
     return bm, bn, w, s
 
 
-def fwd_config(block_d: int, dtype: torch.dtype):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the forward kernel."""
-    c = _env_cfg("SOFTPICK_FWD_CFG", block_d, dtype)
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel. fp32: one config per kernel (twice the shared
+# memory of 16-bit tiles). fp16 / bf16: (largest BLOCK_D, config) rows, first match wins; numbers from the
+# H200 sweeps in benchmarks/NOTES.md (v1: fwd 64x64 w4 s3 best at D = 64 and 128; v3: dK/dV 32x64 w4 at
+# D = 64, 0.737 vs 0.769 ms bwd; at D = 128 the 64x128 w8 dK/dV and 128x64 w8 dQ stay best although
+# ptxas reports spills).
+_INTERPRET_CFG = (32, 32, 4, 1)
+_FP32_CFG = {"fwd": (64, 64, 4, 2), "fwd_wide": (64, 32, 4, 2), "dkdv": (32, 64, 4, 2), "dq": (64, 32, 4, 2)}
+_CFG = {
+    "fwd": [(128, (64, 64, 4, 3)), (256, (64, 64, 8, 2))],
+    "dkdv": [(64, (32, 64, 4, 3)), (128, (64, 128, 8, 3)), (256, (32, 64, 8, 2))],
+    "dq": [(64, (64, 64, 4, 3)), (128, (128, 64, 8, 3)), (256, (64, 32, 8, 2))],
+}
+_ENV = {"fwd": "SOFTPICK_FWD_CFG", "dkdv": "SOFTPICK_DKDV_CFG", "dq": "SOFTPICK_DQ_CFG"}
+
+
+def block_config(kernel: str, block_d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of kernel 'fwd' | 'dkdv' | 'dq' (env override first)."""
+    c = _env_cfg(_ENV[kernel], block_d, dtype)
     if c:
         return c
     if INTERPRET:
-        return 32, 32, 4, 1
+        return _INTERPRET_CFG
     if dtype == torch.float32:
-        return (64, 32, 4, 2) if block_d > 64 else (64, 64, 4, 2)
-    # H200 sweep (benchmarks/NOTES.md, v1): (64, 64, 4, 3) best at D = 64 and 128
-    if block_d <= 128:
-        return 64, 64, 4, 3
-    return 64, 64, 8, 2
-
-
-def dkdv_config(block_d: int, dtype: torch.dtype):
-    c = _env_cfg("SOFTPICK_DKDV_CFG", block_d, dtype)
-    if c:
-        return c
-    if INTERPRET:
-        return 32, 32, 4, 1
-    if dtype == torch.float32:
-        return (32, 64, 4, 2) if block_d > 64 else (32, 64, 4, 2)
-    # v3 H200 sweep (benchmarks/NOTES.md): 32x64 w4 at D = 64 (0.737 vs 0.769 ms bwd for v2's
-    # 64x64 w4); at D = 128 v2's 64x128 w8 stays best (2.46 ms) although ptxas reports spills
-    if block_d <= 64:
-        return 32, 64, 4, 3
-    if block_d <= 128:
-        return 64, 128, 8, 3
-    return 32, 64, 8, 2
-
-
-def dq_config(block_d: int, dtype: torch.dtype):
-    c = _env_cfg("SOFTPICK_DQ_CFG", block_d, dtype)
-    if c:
-        return c
-    if INTERPRET:
-        return 32, 32, 4, 1
-    if dtype == torch.float32:
-        return (64, 32, 4, 2) if block_d > 64 else (64, 32, 4, 2)
-    if block_d <= 64:
-        return 64, 64, 4, 3
-    if block_d <= 128:
-        return 128, 64, 8, 3  # v3 sweep: still best (2.44 ms bwd) over the spill-free 64x64 / 64x32 w4
-    return 64, 32, 8, 2
+        return _FP32_CFG["fwd_wide" if kernel == "fwd" and block_d > 64 else kernel]
+    return next(cfg for max_d, cfg in _CFG[kernel] if block_d <= max_d)
 
 
 def _dims(q, k, cu_seqlens):
@@ -107,7 +87,7 @@ def flash_fwd(q, k, v, cu_seqlens, scale: float, causal: bool):
     if tot == 0 or n_seq == 0 or max_len == 0:
         return o, lse
     block_d = max(16, triton.next_power_of_2(D))
-    bm, bn, w, st = fwd_config(block_d, q.dtype)
+    bm, bn, w, st = block_config("fwd", block_d, q.dtype)
     grid = (triton.cdiv(max_len, bm), n_seq * H)
     softpick_fwd_kernel[grid](
         q, k, v, o, lse, cu_seqlens, scale * LOG2E, T, S, tot, H=H, G=H // Hkv, D=D, BLOCK_D=block_d,
@@ -137,13 +117,13 @@ def flash_bwd(do, q, k, v, o, lse, cu_seqlens, scale: float, causal: bool):
     G = H // Hkv
     ieee = q.dtype == torch.float32
     varlen = cu_seqlens is not None
-    bm, bn, w, st = dkdv_config(block_d, q.dtype)
+    bm, bn, w, st = block_config("dkdv", block_d, q.dtype)
     softpick_bwd_dkdv_kernel[(triton.cdiv(max_s, bn), n_seq * Hkv)](
         q, k, v, do, lse, delta, dk, dv, cu_seqlens, scale * LOG2E, scale, T, S, tot,
         H=H, G=G, D=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn, CAUSAL=causal, IS_VARLEN=varlen,
         IEEE=ieee, num_warps=w, num_stages=st,
     )
-    bm, bn, w, st = dq_config(block_d, q.dtype)
+    bm, bn, w, st = block_config("dq", block_d, q.dtype)
     softpick_bwd_dq_kernel[(triton.cdiv(max_len, bm), n_seq * H)](
         q, k, v, do, lse, delta, dq, cu_seqlens, scale * LOG2E, scale, T, S, tot,
         H=H, G=G, D=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn, CAUSAL=causal, IS_VARLEN=varlen,
