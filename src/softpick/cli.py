@@ -78,11 +78,9 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
 
 
 def _device(name: str) -> str:
-    if name == "auto":
-        import torch
+    from .train import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return str(resolve_device(name))
 
 
 def _require(path: Path, stage: str) -> None:
