@@ -203,6 +203,38 @@ def test_dispatch_and_env_switch(monkeypatch):
     assert resolve_backend("auto", "softpick", torch.device(DEVICE), False, False) == expected
 
 
+def test_autocast_mixed_dtypes_and_model_step():
+    """Under autocast the model hands the kernel fp32 q, k (RoPE) and a low-precision v: the dispatch
+    casts them to the autocast dtype (fp16 here: the interpreter's bf16 dot is wrong), and a model
+    step through the triton backend matches the torch backend."""
+    dtype = torch.bfloat16 if CUDA else torch.float16
+    q, k = randn(2, 33, 4, 64, dtype=torch.float32), randn(2, 33, 2, 64, dtype=torch.float32)
+    v = randn(2, 33, 2, 64, dtype=dtype)
+    with torch.autocast(torch.device(DEVICE).type, dtype=dtype):
+        out, _ = attention(q, k, v, kind="softpick", backend="triton")
+    assert out.dtype == dtype
+    ref, _ = naive_attention(q.to(dtype).double(), k.to(dtype).double(), v.double())
+    assert rel(out, ref) < TOL[dtype]
+
+    from softpick.model import SoftpickConfig, SoftpickForCausalLM
+
+    torch.manual_seed(0)
+    cfg = SoftpickConfig(vocab_size=64, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128, initializer_range=0.05)
+    ids = torch.randint(0, 64, (2, 40), device=DEVICE)
+    losses = {}
+    for backend in ("torch", "triton"):
+        torch.manual_seed(0)
+        model = SoftpickForCausalLM(cfg).to(DEVICE)
+        model.config.attention_backend = backend
+        with torch.autocast(torch.device(DEVICE).type, dtype=dtype):
+            loss = model(ids[:, :-1], targets=ids[:, 1:]).loss
+        loss.backward()
+        losses[backend] = (loss.detach().double(), model.model.layers[0].self_attn.q_proj.weight.grad.double())
+    assert abs(losses["triton"][0] - losses["torch"][0]) < 2e-3 * abs(losses["torch"][0])
+    assert rel(losses["triton"][1], losses["torch"][1], 1e-3) < 5e-2
+
+
 def test_torch_compile_fullgraph():
     """The custom op traces without a graph break, forward and backward."""
     torch._dynamo.reset()

@@ -228,14 +228,20 @@ class SoftpickForCausalLM(SoftpickPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **kwargs):
+                return_dict: bool | None = None, targets=None, **kwargs):
+        """labels: transformers' convention (shifted inside). targets: the next token of every input
+        position, already aligned (the trainer's): the loss is then computed in this forward, so a
+        compiled model fuses the fp32 upcast and cross-entropy with lm_head, and no logits are returned."""
         h, hidden, attns = self.model(
             input_ids, attention_mask=attention_mask, position_ids=position_ids,
             output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
         )
         logits = self.lm_head(h)
         loss = None
-        if labels is not None:
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+            logits = None
+        elif labels is not None:
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100
             )

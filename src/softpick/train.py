@@ -248,8 +248,7 @@ def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch
 
 
 def _loss(model, x: torch.Tensor) -> float:
-    logits = model(x[:, :-1]).logits
-    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1)).item()
+    return model(x[:, :-1], targets=x[:, 1:]).loss.item()
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -310,13 +309,19 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     n_params = count_parameters(model)
     flops_per_token = 6 * count_parameters(model, non_embedding=True) + 6 * config["model"]["num_hidden_layers"] * config["model"]["hidden_size"] * seq_len
     if tcfg.get("compile"):
-        model.compile()  # in place: state_dict keys and save_pretrained are unchanged
+        # in place: state_dict keys and save_pretrained are unchanged. FSDP2 compiles each decoder
+        # layer (its hooks sit between layers); otherwise the whole forward, loss included.
+        for module in (model.model.layers if fsdp else [model]):
+            module.compile()
     if fsdp:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # bf16: gather parameters in bf16, reduce gradients in fp32; fp32 master weights stay sharded
+        mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+              if tcfg.get("dtype", "float32") == "bfloat16" else MixedPrecisionPolicy())
         for layer in model.model.layers:
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -382,8 +387,7 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
                     sync = ddp_model.no_sync() if world > 1 and not last else nullcontext()
                 with sync:
                     with autocast:
-                        logits = ddp_model(x[:, :-1]).logits
-                    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+                        loss = ddp_model(x[:, :-1], targets=x[:, 1:]).loss
                     (loss / accum).backward()
                 loss_sum += loss.detach() / accum
             if world > 1:

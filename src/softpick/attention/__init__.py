@@ -72,6 +72,10 @@ def attention(
     if chosen == "triton":
         from .triton import softpick_flash_attention
 
+        if torch.is_autocast_enabled(q.device.type):
+            # a custom op gets no autocast casts: under bf16 autocast RoPE leaves q, k in fp32, v in bf16
+            dtype = torch.get_autocast_dtype(q.device.type)
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         return softpick_flash_attention(q, k, v, scale=scale, causal=causal), None
     if kind == "softmax" and not return_weights:
         # SDPA wants [B, H, T, D]; GQA through enable_gqa.
