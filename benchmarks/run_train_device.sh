@@ -40,14 +40,18 @@ start_probes() {
 }
 start_probes "${PROBES:-}"
 
-case " $phases " in *" single "*)
+# single: both shapes; single340: the 340M shape only. MICRO_340M x ACCUM_340M sequences per step.
+case " $phases " in *" single"*)
   {
   for v in softpick softmax; do
-    CUDA_VISIBLE_DEVICES=0 bench 240 --shape 340m --variant "$v" --micro 8 --accum 2 --steps 25 --tag single
+    CUDA_VISIBLE_DEVICES=0 bench 240 --shape 340m --variant "$v" --micro "${MICRO_340M:-8}" --accum "${ACCUM_340M:-2}" \
+        --steps 25 --tag "single-micro${MICRO_340M:-8}"
   done
-  for v in softpick softmax; do
-    CUDA_VISIBLE_DEVICES=0 bench 150 --shape small --variant "$v" --steps 40 --tag single
-  done
+  case " $phases " in *" single "*)
+    for v in softpick softmax; do
+      CUDA_VISIBLE_DEVICES=0 bench 150 --shape small --variant "$v" --steps 40 --tag single
+    done ;;
+  esac
   } > "$OUT/single.log" 2>&1 ;;
 esac
 
