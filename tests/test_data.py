@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import os
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,18 @@ def test_schema_matches_defaults():
     assert set(schema["properties"]) == set(D.DEFAULTS)
     assert set(schema["properties"]["tokenizer"]["properties"]) == set(D.DEFAULTS["tokenizer"])
     assert list(v.iter_errors({"bogus": 1}))
+
+
+def test_cli_small_fineweb_offline_is_one_clear_error(tmp_path, monkeypatch):
+    """configs/small-fineweb.yaml without the hub: exit 2, the missing resource named, no traceback."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "softpick", "data", "--config", str(root / "configs/small.yaml"),
+                           "--config", str(root / "configs/small-fineweb.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Llama-2-7b-hf" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results" / "small-fineweb" / "data" / "tokens_train.npy").exists()

@@ -117,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", help="attention variant (softmax | softpick) for train / evaluate / quantize / analyze")
     parser.add_argument("--bits", type=int, help="bit width for quantize")
     args = parser.parse_args(argv)
+    from .data import DataSourceUnavailableError
+
     try:
         config = load_config(args.config, args.set)
         run_stage(args.stage, config, variant=args.variant, bits=args.bits)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, DataSourceUnavailableError) as err:
         print(f"softpick {args.stage}: error: {err}", file=sys.stderr)
         return 2
     return 0
