@@ -9,7 +9,8 @@ train.micro_batch_size, so the update is the same (up to float summation order) 
 Rank 0 alone writes logs, checkpoints and the export. train.dtype bfloat16 runs the forward under
 bf16 autocast with fp32 master weights; train.compile compiles the model (torch.compile).
 Logs one JSON record per logged step to train_log.jsonl (loss, lr, grad norm, tokens/s,
-flops_per_token, MFU when train.peak_tflops is known, peak memory), checkpoints atomically (temp
+flops_per_token, MFU when train.peak_tflops is known, peak memory), and optionally to TensorBoard
+(train.tensorboard) and Weights & Biases (train.wandb): see tracking.py. Checkpoints atomically (temp
 dir, rename, COMPLETE marker last) and resumes from the newest complete checkpoint, restoring
 model, optimizer, data position and RNG states. The final model is exported with
 save_pretrained, its tokenizer beside it.
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError
 from .data import load_tokens
 from .model import SoftpickConfig, SoftpickForCausalLM, count_parameters
+from .tracking import RunTracker
 
 COMPLETE_MARKER = "COMPLETE"
 PARALLELISMS = ("ddp", "fsdp")
@@ -271,15 +273,8 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     accum = check_distributed(tcfg, world)
     parallelism = tcfg.get("parallelism", "ddp")
     fsdp = parallelism == "fsdp" and world > 1
-    writer = None
-    if tcfg.get("tensorboard"):  # checked on every rank, before any collective
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ConfigError("config key 'train.tensorboard' is true but tensorboard is not installed "
-                              "(pip install tensorboard)") from err
-        if rank == 0:
-            writer = SummaryWriter(str(out_dir.parent / f"{out_dir.name}.tensorboard"))
+    # JSONL log + optional TensorBoard / W&B; imports checked on every rank, before any collective
+    tracker = RunTracker(config, variant, out_dir, ckpt_dir, rank=rank)
 
     owns_group = False
     if world > 1:
@@ -357,11 +352,6 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
         step, skipped, consecutive_skips, tokens_seen = (state[k] for k in ("step", "skipped", "consecutive_skips", "tokens"))
         del state
 
-    log_path = out_dir.parent / f"{out_dir.name}.train_log.jsonl"
-    if rank == 0:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_log(log_path, step)
-    log_file = open(log_path, "a") if rank == 0 else None
     peak_flops = tcfg.get("peak_tflops")
     bar = tqdm(total=tcfg["max_steps"], initial=step, desc=f"train {variant}", disable=rank != 0, dynamic_ncols=True)
     t_last, tokens_last = time.perf_counter(), tokens_seen
@@ -369,6 +359,7 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     steps_this_call = 0
     model.train()
     try:
+        tracker.open(step)  # rank 0: the JSONL log from the resumed step on; the W&B run
         while step < tcfg["max_steps"]:
             lr = lr_at(step, tcfg)
             for group in optimizer.param_groups:
@@ -424,13 +415,8 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
                         with autocast:
                             record["val_loss"] = validation_loss(model, val_tokens, seq_len, tcfg.get("val_batches", 8),
                                                                  mbs, device)
+                tracker.log(record)
                 if rank == 0:
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    if writer is not None:
-                        for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib", "val_loss"):
-                            if record.get(key) is not None:
-                                writer.add_scalar(f"train/{key}", record[key], step)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
                 t_last, tokens_last = time.perf_counter(), tokens_seen  # the next interval excludes validation
             bar.update(1)
@@ -468,33 +454,22 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
                 export_source = build_model(config["model"], variant, len(tokenizer), seq_len)
                 export_source.load_state_dict(full)
         if rank == 0:
-            log_file.close()
-            log_file = None
-            records = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+            records = tracker.close_log()
             summary["final_loss"] = records[-1]["loss"] if records else None
             summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
-            export_model(export_source, tokenizer, out_dir, config, summary, log_path)
+            export_model(export_source, tokenizer, out_dir, config, summary, tracker.log_path)
+            tracker.summarize(summary)
         if world > 1:
             dist.barrier()
         return summary
+    except BaseException:
+        tracker.close(exit_code=1)  # W&B marks the run failed
+        raise
     finally:
         bar.close()
-        if log_file:
-            log_file.close()
-        if writer is not None:
-            writer.close()
+        tracker.close()
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop log records past the resumed step (they belong to the lost tail of a killed run)."""
-    if not log_path.exists():
-        return
-    keep = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-    tmp = log_path.with_suffix(".tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
-    os.replace(tmp, log_path)
 
 
 def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, log_path: Path) -> None:
