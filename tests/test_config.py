@@ -57,3 +57,26 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "model.hidden_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.nodes=0", r"config key 'train\.nodes': 0 is less than the minimum of 1"),
+    ("train.nodes=two", r"config key 'train\.nodes': 'two' is not of type 'integer'"),
+    ("train.rdzv_port=70000", r"config key 'train\.rdzv_port': 70000 is greater than the maximum"),
+    ("train.wandb={entity: me}", r"config section 'train\.wandb' is missing a key: 'project'"),
+    ("train.wandb={project: p, team: t}", r"unknown config key 'train\.wandb\.team'"),
+    ("train.wandb={project: p, mode: sometimes}", r"config key 'train\.wandb\.mode'"),
+    ("train.wandb=softpick", r"config key 'train\.wandb': 'softpick' is not of type 'object', 'null'"),
+])
+def test_multinode_and_wandb_keys_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_multinode_and_wandb_defaults():
+    import json
+
+    train = load_config()["train"]
+    assert (train["nodes"], train["rdzv_port"], train["wandb"]) == (1, 29500, None)
+    wandb = {"project": "softpick", "entity": None, "name": "run-1", "mode": "offline"}
+    assert load_config(overrides=[f"train.wandb={json.dumps(wandb)}", "train.nodes=4"])["train"]["wandb"] == wandb

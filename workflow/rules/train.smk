@@ -1,30 +1,45 @@
+import json
 import sys
 
+from softpick.launch import slurm_resources, train_processes
 from softpick.train import check_distributed
 
-# train.gpus: 0 = CPU, 1 = one GPU process, N > 1 = torchrun with N processes (DDP / FSDP).
-# The job declares resources gpu=N, so `--resources gpu=K` (local-gpu profile) keeps Snakemake
-# from oversubscribing a box's GPUs and the SLURM executor asks for N GPUs.
+# train.gpus: processes per node (0 = CPU, 1 = one GPU process, N > 1 = torchrun with N processes);
+# train.nodes: machines. processes = nodes x gpus. More than one process: softpick.launch builds the
+# torchrun command (--standalone on one node; several nodes: c10d rendezvous, one torchrun per node
+# through srun under SLURM). One node declares resources gpu=N, so `--resources gpu=K` (local-gpu
+# profile) keeps Snakemake from oversubscribing a box's GPUs and the SLURM executor asks for N GPUs;
+# several nodes declare nodes / tasks / gres per node instead (softpick.launch.slurm_resources says why).
 TRAIN_GPUS = config["train"].get("gpus", 0)
-check_distributed(config["train"], max(1, TRAIN_GPUS))  # fail at parse time, naming the keys
+TRAIN_NODES = config["train"].get("nodes", 1)
+TRAIN_PROCESSES = train_processes(TRAIN_GPUS, TRAIN_NODES)  # names train.nodes / train.gpus when bad
+check_distributed(config["train"], TRAIN_PROCESSES)  # fail at parse time, naming the keys
+TRAIN_THREADS_PER_NODE = max(1, config["train"].get("threads", 1)) * max(1, TRAIN_GPUS)
 
 # Keys that do not change the trained model stay out of params (a changed param reruns the job):
-# gpus, peak_tflops and tensorboard always; parallelism / compile / dtype at their defaults, so
-# models trained before these keys existed are not invalidated.
-TRAIN_OPERATIONAL = ("gpus", "peak_tflops", "tensorboard")
+# gpus, nodes, rdzv_port, peak_tflops, tensorboard and wandb always; parallelism / compile / dtype at
+# their defaults, so models trained before these keys existed are not invalidated.
+TRAIN_OPERATIONAL = ("gpus", "nodes", "rdzv_port", "peak_tflops", "tensorboard", "wandb")
 TRAIN_DEFAULTS = {"parallelism": "ddp", "compile": False, "dtype": "float32"}
 TRAIN_PARAMS = {k: v for k, v in config["train"].items()
                 if k not in TRAIN_OPERATIONAL and not (k in TRAIN_DEFAULTS and v == TRAIN_DEFAULTS[k])}
+# Several processes read the config from a file (train_config). It holds what training depends on,
+# so rewriting it means retraining; the operational keys go to the train command line instead as
+# JSON (softpick.launch --operational), a global of the shell command: neither a param nor part of
+# the command's text, so Snakemake reruns nothing when they change.
+TRAIN_FILE_CONFIG = {**{k: config[k] for k in ("run_name", "seed", "device", "variants", "data", "model")},
+                     "train": {k: v for k, v in config["train"].items() if k not in TRAIN_OPERATIONAL}}
+TRAIN_OPERATIONAL_JSON = json.dumps({k: config["train"][k] for k in TRAIN_OPERATIONAL if k in config["train"]})
 
 
-if TRAIN_GPUS > 1:
+if TRAIN_PROCESSES > 1:
 
     rule train_config:
-        """The resolved config as one YAML file: what the torchrun-launched train processes read."""
+        """The resolved config of training as one YAML file (without the operational keys): what the torchrun-launched train processes read."""
         output:
             f"{RESULTS}/train_config.yaml",
         params:
-            config=config,
+            config=TRAIN_FILE_CONFIG,
         log:
             f"{LOGS}/train_config.log",
         run:
@@ -34,7 +49,7 @@ if TRAIN_GPUS > 1:
                 yaml.safe_dump(params.config, fh, sort_keys=False)
 
     rule train:
-        """Pretrain one attention variant on train.gpus GPUs (torchrun, one process per GPU); exports a transformers model."""
+        """Pretrain one attention variant with train.nodes x train.gpus processes (torchrun); exports a transformers model."""
         input:
             manifest=f"{RESULTS}/data/manifest.json",
             config=f"{RESULTS}/train_config.yaml",
@@ -55,14 +70,15 @@ if TRAIN_GPUS > 1:
             f"{BENCH}/train_{{variant}}.tsv"
         wildcard_constraints:
             variant="|".join(VARIANTS),
-        threads: max(1, config["train"].get("threads", 1)) * TRAIN_GPUS
+        threads: TRAIN_THREADS_PER_NODE
         resources:
-            gpu=TRAIN_GPUS,
-            mem_mb=16000 * TRAIN_GPUS,
+            **slurm_resources(TRAIN_GPUS, TRAIN_NODES, TRAIN_THREADS_PER_NODE),
+            mem_mb=16000 * TRAIN_GPUS,  # per node
             runtime=60 * 24,
         shell:
-            "{params.python} -m torch.distributed.run --standalone --nproc_per_node={resources.gpu} "
-            "-m softpick train --config {input.config} --variant {wildcards.variant} > {log} 2>&1"
+            "{params.python} -m softpick.launch --config {input.config} --variant {wildcards.variant} "
+            "--operational {TRAIN_OPERATIONAL_JSON:q} --python {params.python} "
+            "--cpus-per-node {resources.cpus_per_task} > {log} 2>&1"
 
 else:
 
