@@ -64,18 +64,23 @@ def small_config() -> dict:
     return config
 
 
-def torchrun(nproc: int, *args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
+def run_in_own_session(cmd: list[str], *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run cmd in its own process group (a hang takes no orphans with it); fail the test on timeout."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: a hang takes no orphans with it
+                            start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=90)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f"torchrun timed out:\n{out[-2000:]}\n{err[-2000:]}")
+        pytest.fail(f"{cmd[2]} timed out:\n{out[-2000:]}\n{err[-2000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def torchrun(nproc: int, *args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
+    return run_in_own_session(cmd, cwd=cwd, env=env, timeout=90)
 
 
 def run_worker(tmp: Path, config: dict, **args) -> subprocess.CompletedProcess:

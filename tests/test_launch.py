@@ -5,7 +5,6 @@ import copy
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import yaml
 
 from softpick.launch import (LaunchError, expand_nodelist, main, slurm_resources, torchrun_command,
                              train_processes)
-from test_distributed import MAX_ABS_DIFF_1_VS_2, REPO, max_abs_diff, small_config
+from test_distributed import MAX_ABS_DIFF_1_VS_2, REPO, max_abs_diff, run_in_own_session, small_config
 
 PY = "/env/bin/python"
 TRAIN = ["-m", "softpick", "train", "--config", "run.yaml", "--variant", "softpick"]
@@ -210,14 +209,8 @@ def test_two_gloo_processes_through_a_c10d_endpoint(tiny_data_dir, tmp_path):
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"), MASTER_ADDR="localhost", MASTER_PORT=str(free_port()))
     cmd = [sys.executable, "-m", "softpick.launch", "--config", "config.yaml", "--variant", "softpick",
            "--gpus", "2", "--rendezvous"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"launch timed out:\n{out[-2000:]}\n{err[-2000:]}")
+    proc = run_in_own_session(cmd, cwd=tmp_path, env=env, timeout=120)
+    out, err = proc.stdout, proc.stderr
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     assert f"--rdzv_endpoint=localhost:{env['MASTER_PORT']}" in err and "--nnodes=1" in err  # the printed command
     two = tmp_path / "results" / "rdzv" / "models" / "softpick"

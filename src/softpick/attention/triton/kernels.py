@@ -25,6 +25,23 @@ import triton.language as tl
 
 
 @triton.jit
+def _sequence_bounds(cu_seqlens, i_n, T, S, IS_VARLEN: tl.constexpr):
+    """Sequence i_n: first query row, first key row, query and key lengths (varlen: packed, S = T)."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        Tq = (eos - bos).to(tl.int32)
+        Sk = Tq
+        kbos = bos
+    else:
+        bos = i_n.to(tl.int64) * T
+        kbos = i_n.to(tl.int64) * S
+        Tq = T
+        Sk = S
+    return bos, kbos, Tq, Sk
+
+
+@triton.jit
 def _fwd_inner(
     acc, m_i, den, q, k_base, v_base, offs_m, offs_d, n_lo, n_hi, Sk, off, qk_scale,
     stride_k, D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -76,17 +93,7 @@ def softpick_fwd_kernel(
     i_h = pid_nh % H
     HKV: tl.constexpr = H // G
     i_hkv = i_h // G
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-        Tq = (eos - bos).to(tl.int32)
-        Sk = Tq
-        kbos = bos
-    else:
-        bos = i_n.to(tl.int64) * T
-        kbos = i_n.to(tl.int64) * S
-        Tq = T
-        Sk = S
+    bos, kbos, Tq, Sk = _sequence_bounds(cu_seqlens, i_n, T, S, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m >= Tq:
         return
@@ -197,17 +204,7 @@ def softpick_bwd_dkdv_kernel(
     HKV: tl.constexpr = H // G
     i_n = pid_nh // HKV
     i_hkv = pid_nh % HKV
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-        Tq = (eos - bos).to(tl.int32)
-        Sk = Tq
-        kbos = bos
-    else:
-        bos = i_n.to(tl.int64) * T
-        kbos = i_n.to(tl.int64) * S
-        Tq = T
-        Sk = S
+    bos, kbos, Tq, Sk = _sequence_bounds(cu_seqlens, i_n, T, S, IS_VARLEN)
     start_n = pid_n * BLOCK_N
     if start_n >= Sk:
         return
@@ -294,17 +291,7 @@ def softpick_bwd_dq_kernel(
     i_h = pid_nh % H
     HKV: tl.constexpr = H // G
     i_hkv = i_h // G
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-        Tq = (eos - bos).to(tl.int32)
-        Sk = Tq
-        kbos = bos
-    else:
-        bos = i_n.to(tl.int64) * T
-        kbos = i_n.to(tl.int64) * S
-        Tq = T
-        Sk = S
+    bos, kbos, Tq, Sk = _sequence_bounds(cu_seqlens, i_n, T, S, IS_VARLEN)
     start_m = pid_m * BLOCK_M
     if start_m >= Tq:
         return
