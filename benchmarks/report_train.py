@@ -54,7 +54,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def _call_with(rows, **match) -> list[dict]:
     """The rows of the newest device call that has a row matching `match` (ratios stay within one call)."""
-    call = max(r["device_call"] for r in rows if all(r.get(k) == v for k, v in match.items()))
+    call = _find(rows, **match)["device_call"]  # rows are appended call by call: the last match is the newest
     return [r for r in rows if r["device_call"] == call]
 
 
