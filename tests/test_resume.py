@@ -154,3 +154,193 @@ def test_fingerprint_covers_the_code_snakemake_reruns_train_for():
     assert "checkpoint.py" in listed
     fingerprinted = {p.relative_to(PACKAGE_DIR).as_posix() for p in training_code_files()}
     assert listed <= fingerprinted, listed - fingerprinted
+
+
+# ----------------------------------------------------------------------------- fault campaign
+# One process imports torch and softpick once, then forks one child per attempt (a fresh process
+# start costs seconds; a fork milliseconds). Each request on stdin is one attempt:
+#   {"out": dir, "mode": "none"}            train to the end
+#   {"mode": "tick", "n": N}                SIGKILL itself at the N-th file or optimizer operation
+#                                           (os.replace / os.fsync / shutil.rmtree / torch.save /
+#                                           AdamW.step, each counted before and after the call)
+#   {"mode": "save", "n": N}                SIGKILL halfway through writing the N-th torch.save file
+#   {"mode": "timer", "seconds": S}         the forking process SIGKILLs the child after S seconds
+# and the reply is {"exit": the child's exit code (-9 when killed), "seconds": its wall time}.
+FORK_SERVER = r'''
+import io, json, os, shutil, signal, sys, time, traceback
+import torch, yaml
+from softpick.train import train
+
+config = yaml.safe_load(open(sys.argv[1]))
+data_dir = sys.argv[2]
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_tick_kill(n):
+    count = [0]
+
+    def tick():
+        count[0] += 1
+        if count[0] >= n:
+            die()
+
+    def hook(owner, name):
+        real = getattr(owner, name)
+
+        def hooked(*args, **kwargs):
+            tick()
+            out = real(*args, **kwargs)
+            tick()
+            return out
+        setattr(owner, name, hooked)
+    for owner, name in ((os, "replace"), (os, "fsync"), (shutil, "rmtree"), (torch, "save"), (torch.optim.AdamW, "step")):
+        hook(owner, name)
+
+
+def install_save_kill(n):
+    real, count = torch.save, [0]
+
+    def save(obj, f, *args, **kwargs):
+        count[0] += 1
+        if count[0] < n:
+            return real(obj, f, *args, **kwargs)
+        buf = io.BytesIO()
+        real(obj, buf)
+        with open(f, "wb") as fh:
+            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        die()
+    torch.save = save
+
+
+for line in sys.stdin:
+    req = json.loads(line)
+    sys.stdout.flush()
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if req["mode"] == "tick":
+                install_tick_kill(req["n"])
+            elif req["mode"] == "save":
+                install_save_kill(req["n"])
+            train(config, "softpick", data_dir, req["out"])
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+    deadline = t0 + req.get("seconds", 1e9)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.perf_counter() >= deadline:
+            os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still this child's
+            deadline = float("inf")
+        time.sleep(0.002)
+    print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "seconds": time.perf_counter() - t0}), flush=True)
+'''
+
+
+class ForkServer:
+    def __init__(self, tmp: Path, config: dict, data_dir: Path):
+        import os
+        import subprocess
+        import sys
+
+        import yaml
+
+        (tmp / "fork_server.py").write_text(FORK_SERVER)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+        self.stderr_path = tmp / "fork_server.stderr"
+        self.proc = subprocess.Popen([sys.executable, str(tmp / "fork_server.py"), str(tmp / "config.yaml"), str(data_dir)],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(self.stderr_path, "w"), text=True, start_new_session=True)
+
+    def attempt(self, timeout: float = 120, **request) -> dict:
+        import select
+
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            pytest.fail(f"the fork server gave no answer to {request}:\n{self.stderr_path.read_text()[-3000:]}")
+        return json.loads(line)
+
+    def close(self):
+        import os
+        import signal
+
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _debris(ckpt: Path) -> list[str]:
+    """What a save cut short leaves: a temp dir, or a renamed dir without its COMPLETE marker."""
+    if not ckpt.exists():
+        return []
+    return sorted(p.name for p in ckpt.iterdir()
+                  if p.name.startswith(".tmp_step_") or (p.name.startswith("step_") and not (p / "COMPLETE").exists()))
+
+
+@pytest.mark.slow
+def test_fault_campaign_20_sigkills_then_bitwise_equal(tiny_config, tiny_data_dir, tmp_path):
+    """SIGKILL one training at 20 random moments (5 halfway through writing a checkpoint, 8 at a random
+    file / optimizer operation, 7 after a random time), restarting after each: the final weights and
+    log equal an uninterrupted run's, no stale or corrupt checkpoint is ever taken."""
+    import random
+    import signal
+
+    seed = random.randrange(2**32)
+    print(f"fault campaign seed {seed}")
+    rnd = random.Random(seed)
+    config = copy.deepcopy(tiny_config)
+    config["train"].update(max_steps=60, checkpoint_every=1, keep_checkpoints=2, val_every=20)
+    server = ForkServer(tmp_path, config, tiny_data_dir)
+    try:
+        straight = tmp_path / "straight" / "softpick"
+        reference = server.attempt(out=str(straight), mode="none")
+        assert reference["exit"] == 0, (tmp_path / "fork_server.stderr").read_text()[-3000:]
+        run = tmp_path / "run" / "softpick"
+        plan = ["save"] * 5 + ["tick"] * 8 + ["timer"] * 7
+        rnd.shuffle(plan)
+        history = []
+        for mode in plan:
+            request = {"out": str(run), "mode": mode}
+            if mode == "save":
+                request["n"] = rnd.randint(1, 3)
+            elif mode == "tick":
+                request["n"] = rnd.randint(1, 40)
+            else:
+                request["seconds"] = rnd.uniform(0.0, 0.08 * reference["seconds"])  # a few steps at most
+            reply = server.attempt(**request)
+            assert reply["exit"] == -signal.SIGKILL, (request, reply, (tmp_path / "fork_server.stderr").read_text()[-3000:])
+            debris = _debris(ckpt_dir(run))
+            if mode == "save":
+                assert debris, "a kill halfway through torch.save left no temp dir"
+            done = list_checkpoints(ckpt_dir(run))
+            history.append((mode, request.get("n", request.get("seconds")), done[-1].name if done else None, debris))
+            assert not run.exists() or (run / "model.safetensors").exists()  # the export is whole or absent
+        print("\n".join(map(str, history)))
+        assert sum(1 for h in history if h[3]) >= 5  # kills during a checkpoint save
+        last = list_checkpoints(ckpt_dir(run))
+        assert not last or int(last[-1].name.split("_")[1]) < 60, "the run finished before the 20th kill"
+        assert server.attempt(out=str(run), mode="none")["exit"] == 0
+    finally:
+        server.close()
+    assert same_weights(run, straight)
+    steps = [json.loads(l)["step"] for l in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))
+    assert _debris(ckpt_dir(run)) == []
+    stderr = (tmp_path / "fork_server.stderr").read_text()
+    assert "is corrupt" not in stderr and "fingerprint differs" not in stderr
+    assert stderr.count("resuming from step") >= 10

@@ -6,8 +6,9 @@ Layout of <ckpt_dir> (default models/<variant>.checkpoints/):
   step_<N:08d>/fingerprint.json  what the training depends on (below)
   step_<N:08d>/COMPLETE          written last: step, time and the sha256 of the two files above
 
-A save goes to .tmp_step_<N>/ and is renamed; a directory without COMPLETE is a save that died
-midway and is never loaded.
+A save goes to .tmp_step_<N>/ and is renamed; a directory without COMPLETE is a save (or a
+deletion: the marker goes first) that died midway and is never loaded; the next save removes such
+leftovers of earlier steps.
 
 Fingerprint: the sha256 of a canonical JSON of the variant, the seed, the resolved model / data
 config, the train config without the operational keys (OPERATIONAL_TRAIN_KEYS, the same ones the
@@ -156,9 +157,20 @@ def save_checkpoint(ckpt_dir: Path, step: int, state: dict, keep: int, fingerpri
     os.replace(tmp, final)
     (final / COMPLETE_MARKER).write_text(json.dumps({"step": step, "time": time.time(), "sha256": sums}))
     _fsync_dir(final)
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
+    for old in list_checkpoints(ckpt_dir)[:-keep] + _unfinished_before(ckpt_dir, step):
         _remove_checkpoint(old)
     return final
+
+
+def _unfinished_before(ckpt_dir: Path, step: int) -> list[Path]:
+    """Saves or deletions a kill cut short, of steps before `step`: nothing will complete them."""
+    out = []
+    for p in ckpt_dir.glob("*step_*"):
+        name = p.name.removeprefix(".tmp_")
+        if (p.name.startswith(".tmp_step_") or (name.startswith("step_") and not (p / COMPLETE_MARKER).exists())) \
+                and name.split("_")[1].isdigit() and int(name.split("_")[1]) < step:
+            out.append(p)
+    return out
 
 
 def _remove_checkpoint(path: Path) -> None:
