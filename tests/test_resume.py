@@ -344,3 +344,70 @@ def test_fault_campaign_20_sigkills_then_bitwise_equal(tiny_config, tiny_data_di
     stderr = (tmp_path / "fork_server.stderr").read_text()
     assert "is corrupt" not in stderr and "fingerprint differs" not in stderr
     assert stderr.count("resuming from step") >= 10
+
+
+@pytest.mark.slow
+def test_snakemake_ctrl_c_then_rerun_recovers(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while `train` runs under Snakemake:
+    nothing half-written is left, and the rerun resumes the training and ends with the weights of an
+    uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from softpick.atomic import sha256_file
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "configs", "data", "src"):
+        os.symlink(REPO / name, work / name)
+    (work / "longer.yaml").write_text(yaml.safe_dump(
+        {"run_name": "sigint-test", "train": {"max_steps": 40, "checkpoint_every": 2}}))
+    results = work / "results" / "sigint-test"
+    model = results / "models" / "softpick"
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "configs/test.yaml", "longer.yaml",
+           "--", str(model.relative_to(work) / "model.safetensors")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            done = list_checkpoints(ckpt_dir(model))
+            if done and int(done[-1].name.split("_")[1]) >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"snakemake ended before the interrupt:\n{proc.stdout.read()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, out[-3000:]
+    interrupted_at = int(list_checkpoints(ckpt_dir(model))[-1].name.split("_")[1])
+    assert interrupted_at < 40, "the training finished before the interrupt"
+    # nothing half-written: the job's outputs are gone, no temp file outside the checkpoint dir,
+    # the finished data stage's files match their manifest
+    for name in ("config.json", "model.safetensors", "train_log.jsonl", "train_summary.json"):
+        assert not (model / name).exists(), name
+    leftovers = [p for p in results.rglob("*") if ".tmp" in p.name and ".checkpoints" not in str(p)]
+    assert leftovers == [], leftovers
+    manifest = json.loads((results / "data" / "manifest.json").read_text())
+    for name, digest in manifest["files"].items():
+        assert sha256_file(results / "data" / name) == digest, name
+
+    rerun = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    log = (work / "logs" / "sigint-test" / "train_softpick.log").read_text()
+    assert re.search(r"resuming from step \d+ \(fingerprint", log), log[-3000:]
+    steps = [json.loads(l)["step"] for l in (model / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))
+    config = yaml.safe_load((model / "resolved_config.yaml").read_text())
+    straight = tmp_path / "straight" / "softpick"
+    train(config, "softpick", results / "data", straight)
+    assert same_weights(model, straight)
