@@ -126,6 +126,19 @@ def test_no_loadable_checkpoint_starts_fresh_with_warning(tiny_config, tiny_data
     assert same_weights(run, straight)
 
 
+def test_checkpoint_without_fingerprint_is_not_resumed(tiny_config, tiny_data_dir, tmp_path, capfd):
+    """A checkpoint of an older version (no fingerprint) may come from any config: start fresh."""
+    from softpick.train import save_checkpoint
+
+    run = tmp_path / "run" / "softmax"
+    save_checkpoint(ckpt_dir(run), 3, {"step": 3, "model": {}}, keep=2)
+    capfd.readouterr()
+    train(tiny_config, "softmax", tiny_data_dir, run, stop_after=1)
+    err = capfd.readouterr().err
+    assert re.search(r"starting fresh \(fingerprint \w+\): the checkpoints have no fingerprint", err), err
+    assert [p.name for p in run.parent.glob("softmax.checkpoints.stale-*")] == ["softmax.checkpoints.stale-none"]
+
+
 def test_code_edit_changes_the_fingerprint(tiny_config, tiny_data_dir, tmp_path):
     """An edit of any file the training runs (here model.py in a copy of the package) is seen."""
     from softpick.checkpoint import PACKAGE_DIR, differences, fingerprint

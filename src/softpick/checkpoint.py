@@ -29,6 +29,7 @@ Every decision is printed to stderr (the stage log): "resuming from step N (fing
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -90,8 +91,6 @@ def _canonical(obj) -> str:
 
 
 def _sha256_text(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 
