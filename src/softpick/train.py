@@ -90,9 +90,26 @@ class WindowSampler:
         self._perm = self._permutation(self.epoch)
 
 
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int | None = None) -> torch.Tensor:
+    """[len(starts), seq_len + 1] windows: inputs x[:, :-1], targets x[:, 1:].
+
+    bos_id (train.bos_first): BOS replaces the first token of every window (Gu et al.'s fixed first
+    token); it is an input only, every target stays the stream's next token.
+    """
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
-    return torch.from_numpy(tokens[idx].astype(np.int64))
+    x = torch.from_numpy(tokens[idx].astype(np.int64))
+    if bos_id is not None:
+        x[:, 0] = bos_id
+    return x
+
+
+def window_bos_id(tcfg: dict, tokenizer) -> int | None:
+    """The BOS id gather_windows writes first when train.bos_first is set, else None."""
+    if not tcfg.get("bos_first", False):
+        return None
+    if tokenizer.bos_token_id is None:
+        raise ConfigError("config key 'train.bos_first' is true but the tokenizer has no BOS token")
+    return int(tokenizer.bos_token_id)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -234,7 +251,8 @@ def build_model(model_cfg: dict, variant: str, vocab_size: int, seq_len: int) ->
 
 
 @torch.no_grad()
-def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device) -> float | None:
+def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device,
+                    bos_id: int | None = None) -> float | None:
     n = (len(tokens) - 1) // seq_len
     if batches == 0 or n == 0:
         return None
@@ -243,7 +261,7 @@ def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch
     model.eval()
     losses = []
     for i in range(0, len(starts), batch_size):
-        x = gather_windows(tokens, starts[i:i + batch_size], seq_len).to(device)
+        x = gather_windows(tokens, starts[i:i + batch_size], seq_len, bos_id).to(device)
         losses.append(_loss(model, x))
     model.train(was_training)
     return float(np.mean(losses))
@@ -296,6 +314,7 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
 
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
     seq_len = tcfg["seq_len"]
+    bos_id = window_bos_id(tcfg, tokenizer)  # train.bos_first: training and validation windows start with BOS
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -369,7 +388,7 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
             loss_sum = torch.zeros((), device=device)
             for micro in range(accum):
                 chunk = mine[micro * mbs:(micro + 1) * mbs]
-                x = gather_windows(tokens, chunk, seq_len).to(device, non_blocking=True)
+                x = gather_windows(tokens, chunk, seq_len, bos_id).to(device, non_blocking=True)
                 last = micro == accum - 1
                 if fsdp:
                     model.set_requires_gradient_sync(last)
@@ -414,7 +433,7 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
                     if fsdp or rank == 0:  # sharded weights: every rank takes part in the forward
                         with autocast:
                             record["val_loss"] = validation_loss(model, val_tokens, seq_len, tcfg.get("val_batches", 8),
-                                                                 mbs, device)
+                                                                 mbs, device, bos_id)
                 tracker.log(record)
                 if rank == 0:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
