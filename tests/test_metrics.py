@@ -517,3 +517,11 @@ def test_analyze_model_box_stats_are_exact_quantiles_of_all_hidden_values():
     s2, a2 = analyze_model(model, tokens, offsets, {**CFG, "length_sweep": [], "box_sample_size": 500}, "cpu")
     assert s2["hidden_box"]["exact"] == [False] * 4 and s2["hidden_box"]["sample_size"] == [500] * 4
     assert a2["hidden_sample"].shape == (4, 500)
+
+
+def test_short_sink_length_never_exceeds_max_len():
+    tokens, offsets = _tiny_data()
+    s, a = analyze_model(_SinkModel(), tokens, offsets, {**CFG, "max_len": 10, "sink_short_len": 64,
+                                                         "length_sweep": []}, "cpu")
+    assert s["sink_rate_short"]["length"] == 10 and s["sink_rate_short"]["sink_rate"] == s["sink_rate"]
+    assert s["sink_rate_short"]["num_tokens"] == s["num_tokens"] and s["dead_heads"] is None

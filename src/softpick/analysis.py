@@ -16,7 +16,7 @@ arXiv 2504.20966 and the authors' analysis code):
   after each layer, final normed output), padding excluded, pooled into one population;
   Pearson (non-excess) kurtosis mu4 / mu2^2 accumulated in float64. Also min, max, max |x|.
 * **Sink rate at T = 64** (Gu et al. 2024's protocol): the same documents truncated to their
-  first `sink_short_len` tokens, beside the full-length rate (`sink_rate_short`).
+  first min(`sink_short_len`, `max_len`) tokens, beside the full-length rate (`sink_rate_short`).
 * **Dead heads** (the paper's v4 section 7.2): a head is dead when the max over its channels of
   |head output| (the attention output before o_proj, captured by a forward pre-hook on o_proj)
   is < eps on >= `dead_head_token_fraction` (95%) of the real tokens; reported as % of all
@@ -691,9 +691,10 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
                 return passes[length]
 
             short = None
-            if c["sink_short_len"] is not None:
-                s = at_length(int(c["sink_short_len"])).summary(eps_list)
-                short = {"length": int(c["sink_short_len"]), "num_tokens": s["num_tokens"],
+            if c["sink_short_len"] is not None:  # never longer than the full-length pass
+                short_len = min(int(c["sink_short_len"]), max_len)
+                s = at_length(short_len).summary(eps_list)
+                short = {"length": short_len, "num_tokens": s["num_tokens"],
                          "sink_rate": s["sink_rate"], "sink_rate_per_layer": s["sink_rate_per_layer"]}
             sweep = []
             for length in c["length_sweep"] or []:
