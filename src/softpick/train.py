@@ -93,9 +93,26 @@ class WindowSampler:
         self._perm = self._permutation(self.epoch)
 
 
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int | None = None) -> torch.Tensor:
+    """[len(starts), seq_len + 1] windows: inputs x[:, :-1], targets x[:, 1:].
+
+    bos_id (train.bos_first): BOS replaces the first token of every window (Gu et al.'s fixed first
+    token); it is an input only, every target stays the stream's next token.
+    """
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
-    return torch.from_numpy(tokens[idx].astype(np.int64))
+    x = torch.from_numpy(tokens[idx].astype(np.int64))
+    if bos_id is not None:
+        x[:, 0] = bos_id
+    return x
+
+
+def window_bos_id(tcfg: dict, tokenizer) -> int | None:
+    """The BOS id gather_windows writes first when train.bos_first is set, else None."""
+    if not tcfg.get("bos_first", False):
+        return None
+    if tokenizer.bos_token_id is None:
+        raise ConfigError("config key 'train.bos_first' is true but the tokenizer has no BOS token")
+    return int(tokenizer.bos_token_id)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -189,7 +206,8 @@ def build_model(model_cfg: dict, variant: str, vocab_size: int, seq_len: int) ->
 
 
 @torch.no_grad()
-def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device) -> float | None:
+def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device,
+                    bos_id: int | None = None) -> float | None:
     n = (len(tokens) - 1) // seq_len
     if batches == 0 or n == 0:
         return None
@@ -198,7 +216,7 @@ def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch
     model.eval()
     losses = []
     for i in range(0, len(starts), batch_size):
-        x = gather_windows(tokens, starts[i:i + batch_size], seq_len).to(device)
+        x = gather_windows(tokens, starts[i:i + batch_size], seq_len, bos_id).to(device)
         losses.append(_loss(model, x))
     model.train(was_training)
     return float(np.mean(losses))
@@ -227,6 +245,7 @@ class _Job:
     tokens: np.ndarray
     val_tokens: np.ndarray
     tokenizer: object
+    bos_id: int | None  # train.bos_first: the id written first in every window
     model: torch.nn.Module
     ddp_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -319,6 +338,7 @@ def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) 
 
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
     seq_len = tcfg["seq_len"]
+    bos_id = window_bos_id(tcfg, tokenizer)  # train.bos_first: training and validation windows start with BOS
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -353,7 +373,7 @@ def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) 
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return _Job(config=config, variant=variant, out_dir=out_dir, ckpt_dir=ckpt_dir, device=device, world=world,
                 rank=rank, accum=accum, fsdp=fsdp, owns_group=owns_group, tracker=tracker, tokens=tokens,
-                val_tokens=val_tokens, tokenizer=tokenizer, model=model, ddp_model=ddp_model, optimizer=optimizer,
+                val_tokens=val_tokens, tokenizer=tokenizer, bos_id=bos_id, model=model, ddp_model=ddp_model, optimizer=optimizer,
                 sampler=sampler, autocast=autocast, fingerprint=checkpoint.fingerprint(config, variant, data_dir),
                 n_params=n_params, flops_per_token=flops_per_token)
 
@@ -431,7 +451,7 @@ def _optimizer_step(job: _Job, progress: _Progress) -> tuple[float, torch.Tensor
     loss_sum = torch.zeros((), device=job.device)
     for micro in range(accum):
         chunk = mine[micro * mbs:(micro + 1) * mbs]
-        x = gather_windows(job.tokens, chunk, seq_len).to(job.device, non_blocking=True)
+        x = gather_windows(job.tokens, chunk, seq_len, job.bos_id).to(job.device, non_blocking=True)
         last = micro == accum - 1
         if fsdp:
             model.set_requires_gradient_sync(last)
@@ -473,7 +493,7 @@ def _log_step(job: _Job, progress: _Progress, lr: float, loss_sum, grad_norm, tp
         if job.fsdp or job.rank == 0:  # sharded weights: every rank takes part in the forward
             with job.autocast:
                 record["val_loss"] = validation_loss(job.model, job.val_tokens, job.seq_len, tcfg.get("val_batches", 8),
-                                                     tcfg["micro_batch_size"], job.device)
+                                                     tcfg["micro_batch_size"], job.device, job.bos_id)
     job.tracker.log(record)
     if job.rank == 0:
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")

@@ -24,12 +24,13 @@ FIGURE_NAMES = [
     "training_loss",
     *[f"attention_maps_{v}" for v in VARIANTS],
     "hidden_states",
+    "hidden_state_boxplots",
     "sink_scores_heads",
     "sink_rate_per_layer",
     "length_sweep",
     "quantization",
 ]
-TABLE_NAMES = ["analysis_table", "eval_table", "quant_table"]
+TABLE_NAMES = ["analysis_table", "eval_table", "eval_table_all_tasks", "quant_table"]
 
 FIGURES = expand(f"{FIGDIR}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
 TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["md", "tex"])
@@ -43,6 +44,7 @@ CAPTIONED = {
     "training_loss": "Training",
     "attention_maps": "Analysis",
     "hidden_states": "Analysis",
+    "hidden_state_boxplots": "Analysis",
     "sink_scores_heads": "Analysis",
     "sink_rate_per_layer": "Analysis",
     "length_sweep": "Analysis",
