@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--config", action="append", default=[], help="YAML merged over configs/default.yaml (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key, e.g. train.max_steps=50")
-    parser.add_argument("--variant", help="attention variant (softmax | softpick) for train / evaluate / quantize / analyze")
+    parser.add_argument("--variant", help="attention variant (one of config 'variants', e.g. softmax, softpick, gated) for train / evaluate / quantize / analyze / passkey")
     parser.add_argument("--bits", type=int, help="bit width for quantize")
     args = parser.parse_args(argv)
     from .data import DataSourceUnavailableError

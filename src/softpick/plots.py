@@ -37,16 +37,27 @@ __all__ = [
 
 # Okabe-Ito colour-blind-safe palette. softmax and softpick keep their colours in every figure.
 COLORS: dict[str, str] = {
-    "softmax": "#D55E00",          # vermillion
-    "softpick": "#0072B2",         # blue
-    "scaled_softpick": "#56B4E9",  # sky blue
-    "rectified_softmax": "#E69F00",
-    "softmax_plus_one": "#CC79A7",
-    "gated": "#009E73",
-    "learned_sink": "#999999",
+    "softmax": "#D55E00",            # vermillion
+    "softpick": "#0072B2",           # blue
+    "scaled_softpick": "#56B4E9",    # sky blue
+    "rectified_softmax": "#E69F00",  # orange
+    "relu_softmax": "#000000",       # black
+    "softmax_plus_one": "#CC79A7",   # reddish purple
+    "gated": "#009E73",              # bluish green
+    "learned_sink": "#999999",       # grey
 }
 _FALLBACK = ["#009E73", "#F0E442", "#CC79A7", "#56B4E9", "#E69F00", "#000000"]
-LABELS = {"softmax": "softmax", "softpick": "softpick"}
+# Display names of the attention kinds (the same as softpick.attention.kinds' labels; a test keeps them equal).
+LABELS = {
+    "softmax": "softmax",
+    "softpick": "softpick",
+    "scaled_softpick": "scaled softpick",
+    "rectified_softmax": "rectified-only softmax",
+    "relu_softmax": "ReLU softmax",
+    "softmax_plus_one": "softmax+1",
+    "gated": "gated attention",
+    "learned_sink": "learned sink (GPT-OSS)",
+}
 
 # Reference numbers from PAPER.md, "Code-measured analysis numbers": measured by the authors'
 # analysis scripts (result files of their public code, not the PDF) on their 340M / 1.8B models

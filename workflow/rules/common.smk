@@ -1,4 +1,6 @@
 # Paths shared by the rules; the same layout as softpick.config.run_paths.
+import glob
+
 RESULTS = f"results/{RUN}"
 FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
@@ -8,7 +10,8 @@ LIB = "src/softpick"
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
     "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
-    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py"],
+    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
+              *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py"],
     "evaluate": [f"{LIB}/evaluate.py"],
     "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
