@@ -16,6 +16,7 @@ CODE = {
     "evaluate": [f"{LIB}/evaluate.py"],
     "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
     "analyze": [f"{LIB}/analysis.py"],
+    "passkey": [f"{LIB}/passkey.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
