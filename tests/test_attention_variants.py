@@ -347,3 +347,58 @@ def test_scaled_softpick_through_the_triton_kernel():
     ref_grads = torch.autograd.grad(run("scaled_softpick", q, k, v, params, None)[0], (q, params.length_scale), g)
     for a, b in zip(grads, ref_grads):
         assert ((a - b).norm() / b.norm()).item() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU fast paths (bf16) need CUDA")
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_fast_path_on_gpu_matches_float64(kind):
+    """Each kind's auto path under bf16 autocast on CUDA (Triton for the softpick kinds, SDPA for softmax /
+    gated, the reference otherwise) against the float64 formula."""
+    q, k, v, params, x = kind_inputs(kind, B=1, T=160, H=4, Hkv=2, D=64, scale=0.5, seed=8, dtype=torch.float32)
+    ref, _ = direct_attention(kind, q, k, v, torch.ones(1, 160), params, x)
+    dev = [t.detach().cuda().requires_grad_() for t in (q, k, v, x)]
+    params = params.cuda() if params is not None else None
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, _ = attention(*dev[:3], kind=kind, backend="auto", params=params, layer_input=dev[3])
+    assert ((out.double().cpu() - ref).norm() / ref.norm()).item() < 2.5e-2
+    out.float().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in dev)
+
+
+# ------------------------------------------------------------------ the Table 3 writer
+
+def test_variants_table_reads_every_field_and_tolerates_missing_ones(tmp_path):
+    from softpick.plots import write_variants_table
+
+    def dump(name, obj):
+        path = tmp_path / name
+        path.write_text(json.dumps(obj))
+        return path
+
+    full = dump("a.json", {"sink_rate": {"0.2": 12.5, "0.3": 7.25}, "kurtosis": 1234.5, "min": -40.5, "max": 55.25,
+                           "sparsity": {"exact_zero_pct": 91.5}, "sink_rate_short": {"length": 64, "sink_rate": {"0.2": 33.5, "0.3": 21.0}},
+                           "dead_heads": {"pct": {"1e-06": 18.75, "0.01": 40.0}}})
+    sweep_only = dump("b.json", {"sink_rate": {"0.2": 0.0, "0.3": 0.0}, "kurtosis": 10.0, "min": -1.0, "max": 2.0,
+                                 "sparsity": {"exact_zero_pct": 0.5},
+                                 "length_sweep": [{"length": 16, "sink_rate": {"0.2": 9.0, "0.3": 9.0}},
+                                                  {"length": 64, "sink_rate": {"0.2": 4.5, "0.3": 3.5}}]})
+    passkey = dump("p.json", {"accuracy_by_length": {"128": 95.0, "256": 40.0, "512": 0.0}})
+    summary = dump("s.json", {"final_val_loss": 2.4567})
+    paths = write_variants_table({"learned_sink": full, "softpick": sweep_only}, tmp_path / "variants_table",
+                                 passkey_paths={"learned_sink": passkey}, train_summary_paths={"learned_sink": summary})
+    md = (tmp_path / "variants_table.md").read_text()
+    assert [p.name for p in paths] == ["variants_table.md", "variants_table.tex"]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    sink = rows["learned sink (GPT-OSS) (ours)"]
+    for cell in ("12.50", "7.25", "33.50 / 21.00", "1,234.5", "-40.50", "55.25", "91.50", "18.75", "2.46",
+                 "95.0 / 40.0 / 0.0"):
+        assert f" {cell} " in sink, cell
+    pick = rows["softpick (ours)"]
+    assert " 4.50 / 3.50 " in pick  # T = 64 from the length sweep
+    assert pick.count(" — ") == 3  # dead heads, val loss and passkey not measured
+    assert "128/256/512 prompt tokens" in md
+    paper = rows["softmax (paper v4, 340M, 10k steps) †"]
+    assert " 47.97 " in paper and " 6,452.7 " in paper and " 95.5 / 97 / 73 / 70.5 / 0 " in paper
+    assert " 17.19 " in rows["softpick (paper v4, 340M, 10k steps) †"]
+    assert sum("paper v4" in r for r in rows) == len(KINDS)
+    assert r"\label{tab:variants}" in (tmp_path / "variants_table.tex").read_text()
