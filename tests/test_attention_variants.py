@@ -140,8 +140,10 @@ def test_decoding_offset_queries(kind):
     pad = torch.ones(2, 8, dtype=torch.long)
     ref_out, ref_w = direct_attention(kind, q, k, v, pad, params, x)
     out, w = run(kind, q, k, v, params, x, weights=True)
+    fast, _ = run(kind, q, k, v, params, x)  # SDPA's is_causal alone would align the first query with key 0
     torch.testing.assert_close(w, ref_w, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast, ref_out, rtol=1e-10, atol=1e-12)
 
 
 ADVERSARIAL = torch.tensor([

@@ -104,12 +104,15 @@ def _triton_softpick(q, k, v, *, scale, causal):
 
 
 def _sdpa_softmax(q, k, v, *, causal, attention_mask, scale):
-    """Softmax attention through torch SDPA ([B, H, T, D] inside; GQA through enable_gqa)."""
+    """Softmax attention through torch SDPA ([B, H, T, D] inside; GQA through enable_gqa).
+
+    SDPA's is_causal aligns the first query with the first key; with fewer queries than keys (decoding with a
+    cache) the last query must see the last key, so the mask is built explicitly (reference.build_mask)."""
     mask = None
-    if attention_mask is not None:
+    B, T, S = q.shape[0], q.shape[1], k.shape[1]
+    if attention_mask is not None or (causal and T != S):
         from .reference import build_mask
 
-        B, T, S = q.shape[0], q.shape[1], k.shape[1]
         mask = build_mask(B, T, S, causal=causal, attention_mask=attention_mask, device=q.device)
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
