@@ -181,6 +181,7 @@ def run_passkey(model_dir: str | Path, data_dir: str | Path, passkey_cfg: dict, 
     """Score one trained model on the passkey trials and write results/<run>/passkey/<variant>.json."""
     from transformers import AutoModelForCausalLM
 
+    from . import model as _registers_auto_classes  # noqa: F401
     from .data import load_tokenizer
 
     cfg = check_config(passkey_cfg)
