@@ -5,6 +5,7 @@
     python -m softpick evaluate  --variant softpick
     python -m softpick quantize  --variant softpick --bits 4
     python -m softpick analyze   --variant softpick
+    python -m softpick passkey   --variant softpick
     python -m softpick figures
 
 --config files are merged over configs/default.yaml in order; --set key.path=value overrides
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .config import load_config, run_paths
 
-STAGES = ("data", "train", "evaluate", "quantize", "analyze", "figures")
+STAGES = ("data", "train", "evaluate", "quantize", "analyze", "passkey", "figures")
 
 # Where the figures stage finds each result under results/<run>/ (the Snakefile writes them there).
 RESULT_LAYOUT = {
@@ -34,7 +35,7 @@ RESULT_LAYOUT = {
 def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None, root: str | Path = ".") -> None:
     """Run one stage of the run described by `config`, reading and writing the standard layout."""
     paths = run_paths(config, root)
-    if stage in ("train", "evaluate", "quantize", "analyze"):
+    if stage in ("train", "evaluate", "quantize", "analyze", "passkey"):
         if variant not in config["variants"]:
             raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
     model_dir = paths["models"] / variant if variant else None
@@ -68,6 +69,13 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
         _require(model_dir / "config.json", "train")
         run_analysis(model_dir, paths["data"], config["analysis"], paths["analysis"] / f"{variant}.json",
                      paths["analysis"] / f"{variant}.npz", device=_device(device))
+    elif stage == "passkey":
+        from .passkey import run_passkey
+
+        _require(model_dir / "config.json", "train")
+        _require(paths["data"] / "tokenizer" / "tokenizer.json", "data")
+        run_passkey(model_dir, paths["data"], config.get("passkey", {}), paths["results"] / "passkey" / f"{variant}.json",
+                    variant=variant, seed=config["seed"], train_seq_len=config["train"]["seq_len"], device=_device(device))
     elif stage == "figures":
         from .plots import make_all
 
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--config", action="append", default=[], help="YAML merged over configs/default.yaml (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key, e.g. train.max_steps=50")
-    parser.add_argument("--variant", help="attention variant (softmax | softpick) for train / evaluate / quantize / analyze")
+    parser.add_argument("--variant", help="attention variant (one of config 'variants', e.g. softmax, softpick, gated) for train / evaluate / quantize / analyze / passkey")
     parser.add_argument("--bits", type=int, help="bit width for quantize")
     args = parser.parse_args(argv)
     from .data import DataSourceUnavailableError

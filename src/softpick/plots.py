@@ -39,16 +39,27 @@ __all__ = [
 
 # Okabe-Ito colour-blind-safe palette. softmax and softpick keep their colours in every figure.
 COLORS: dict[str, str] = {
-    "softmax": "#D55E00",          # vermillion
-    "softpick": "#0072B2",         # blue
-    "scaled_softpick": "#56B4E9",  # sky blue
-    "rectified_softmax": "#E69F00",
-    "softmax_plus_one": "#CC79A7",
-    "gated": "#009E73",
-    "learned_sink": "#999999",
+    "softmax": "#D55E00",            # vermillion
+    "softpick": "#0072B2",           # blue
+    "scaled_softpick": "#56B4E9",    # sky blue
+    "rectified_softmax": "#E69F00",  # orange
+    "relu_softmax": "#000000",       # black
+    "softmax_plus_one": "#CC79A7",   # reddish purple
+    "gated": "#009E73",              # bluish green
+    "learned_sink": "#999999",       # grey
 }
 _FALLBACK = ["#009E73", "#F0E442", "#CC79A7", "#56B4E9", "#E69F00", "#000000"]
-LABELS = {"softmax": "softmax", "softpick": "softpick"}
+# Display names of the attention kinds (the same as softpick.attention.kinds' labels; a test keeps them equal).
+LABELS = {
+    "softmax": "softmax",
+    "softpick": "softpick",
+    "scaled_softpick": "scaled softpick",
+    "rectified_softmax": "rectified-only softmax",
+    "relu_softmax": "ReLU softmax",
+    "softmax_plus_one": "softmax+1",
+    "gated": "gated attention",
+    "learned_sink": "learned sink (GPT-OSS)",
+}
 
 # Reference numbers from PAPER.md, "Code-measured analysis numbers": measured by the authors'
 # analysis scripts (result files of their public code, not the PDF) on their 340M / 1.8B models
@@ -940,3 +951,96 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------- sink-free variants (Table 3)
+# The paper's v4 Table 3 (PAPER.md): 340M shape, 10k steps; sink % at full length (eps 0.2 / 0.3),
+# kurtosis, min, max, sparsity % (exact zeros). Dead heads (v4 7.2, eps 1e-6): softpick 17.19% after
+# 10k steps. Passkey (v4 Table 4, % at 890/1983/3075/4167/4986 tokens, 4096-token training context):
+# softmax and softpick only. Not reported: sink at T = 64, validation loss (None).
+PAPER_VARIANTS_REFERENCE: list[dict] = [
+    {"variant": "softmax", "sink_0.2": 47.97, "sink_0.3": 34.89, "kurtosis": 6452.72, "min": -270.50, "max": 178.88,
+     "sparsity_zero": 0.16, "passkey": [95.5, 97.0, 73.0, 70.5, 0.0]},
+    {"variant": "softpick", "sink_0.2": 0.02, "sink_0.3": 0.00, "kurtosis": 281.57, "min": -59.06, "max": 25.36,
+     "sparsity_zero": 92.74, "dead_heads": 17.19, "passkey": [94.0, 91.0, 75.0, 66.5, 0.0]},
+    {"variant": "gated", "sink_0.2": 5.00, "sink_0.3": 2.00, "kurtosis": 135.62, "min": -49.09, "max": 23.31,
+     "sparsity_zero": 0.73},
+    {"variant": "learned_sink", "sink_0.2": 19.34, "sink_0.3": 8.78, "kurtosis": 1800.34, "min": -36.25, "max": 106.62,
+     "sparsity_zero": 0.05},
+    {"variant": "rectified_softmax", "sink_0.2": 33.08, "sink_0.3": 25.60, "kurtosis": 11054.50, "min": -312.25,
+     "max": 271.00, "sparsity_zero": 60.70},
+    {"variant": "relu_softmax", "sink_0.2": 8.16, "sink_0.3": 4.56, "kurtosis": 452.59, "min": -61.28, "max": 60.62,
+     "sparsity_zero": 29.08},
+    {"variant": "scaled_softpick", "sink_0.2": 0.01, "sink_0.3": 0.00, "kurtosis": 170.70, "min": -53.69, "max": 30.81,
+     "sparsity_zero": 91.95},
+    {"variant": "softmax_plus_one", "sink_0.2": 24.38, "sink_0.3": 16.36, "kurtosis": 574.16, "min": -47.56,
+     "max": 83.88, "sparsity_zero": 0.12},
+]
+PAPER_PASSKEY_LENGTHS = [890, 1983, 3075, 4167, 4986]
+
+
+def _short_sink(summary: dict) -> dict:
+    """Sink rate {eps: %} at T = 64: the analysis JSON's "sink_rate_short" (when its "length" is 64), else the
+    length_sweep entry of length 64; {} when neither was measured."""
+    short = summary.get("sink_rate_short") or {}
+    if isinstance(short, dict) and short.get("length", 64) == 64 and isinstance(short.get("sink_rate"), dict):
+        return short["sink_rate"]
+    for entry in summary.get("length_sweep") or []:
+        if isinstance(entry, dict) and entry.get("length") == 64 and isinstance(entry.get("sink_rate"), dict):
+            return entry["sink_rate"]
+    return {}
+
+
+def _dead_heads_pct(summary: dict, eps: str = "1e-06"):
+    """% dead heads at eps: the analysis JSON's "dead_heads" -> "pct" -> eps (None when not measured)."""
+    dead = summary.get("dead_heads")
+    if isinstance(dead, dict) and isinstance(dead.get("pct"), dict):
+        return dead["pct"].get(eps)
+    return None
+
+
+def write_variants_table(analysis_paths: Mapping[str, str | Path], out, *,
+                         passkey_paths: Mapping[str, str | Path] | None = None,
+                         train_summary_paths: Mapping[str, str | Path] | None = None,
+                         run_label: str = "ours", include_reference: bool = True) -> list[Path]:
+    """The paper's Table 3 at our scale: one row per variant, then the paper's v4 rows (†).
+
+    Reads, per variant: the analysis JSON (sink_rate, kurtosis, min, max, sparsity; sink at T = 64 from
+    "sink_rate_short" or the length sweep; dead heads from "dead_heads"/"pct"/"1e-06", '—' when absent), the
+    passkey JSON (accuracy per length) and train_summary.json ("final_val_loss"). Missing files give '—'.
+    """
+    passkey_paths, train_summary_paths = passkey_paths or {}, train_summary_paths or {}
+    header = ["model", "sink % ε=0.2", "sink % ε=0.3", "sink % T=64 (ε=0.2 / 0.3)", "kurtosis", "min", "max",
+              "sparsity % (=0)", "dead heads % (ε=1e-6)", "val loss", "passkey %"]
+    rows, groups, our_lengths = [], [0], set()
+    for v, p in analysis_paths.items():
+        s = _load_json(p)
+        sr, short = s.get("sink_rate", {}), _short_sink(s)
+        val = _load_json(train_summary_paths[v]).get("final_val_loss") if v in train_summary_paths else None
+        passkey = "—"
+        if v in passkey_paths:
+            pk = _load_json(passkey_paths[v])
+            acc = pk.get("accuracy_by_length", {})
+            our_lengths.add(tuple(acc))
+            passkey = " / ".join(f"{_num(a):.1f}" for a in acc.values()) or "—"
+        rows.append([f"{_label(v)} ({run_label})", _fmt(sr.get("0.2"), "pct"), _fmt(sr.get("0.3"), "pct"),
+                     f"{_fmt(short.get('0.2'), 'pct')} / {_fmt(short.get('0.3'), 'pct')}", _fmt(s.get("kurtosis"), "kurt"),
+                     _fmt(s.get("min")), _fmt(s.get("max")), _fmt(s.get("sparsity", {}).get("exact_zero_pct"), "pct"),
+                     _fmt(_dead_heads_pct(s), "pct"), _fmt(val), passkey])
+    notes = []
+    if our_lengths:
+        notes.append("Passkey: greedy exact-match accuracy at " + "; ".join("/".join(ls) for ls in sorted(our_lengths))
+                     + " prompt tokens (ours).")
+    if include_reference:
+        groups.append(len(rows))
+        for r in PAPER_VARIANTS_REFERENCE:
+            pk = r.get("passkey")
+            rows.append([f"{_label(r['variant'])} (paper v4, 340M, 10k steps) †", _fmt(r["sink_0.2"], "pct"),
+                         _fmt(r["sink_0.3"], "pct"), "—", _fmt(r["kurtosis"], "kurt"), _fmt(r["min"]), _fmt(r["max"]),
+                         _fmt(r["sparsity_zero"], "pct"), _fmt(r.get("dead_heads"), "pct"), "—",
+                         " / ".join(f"{a:g}" for a in pk) if pk else "—"])
+        notes.append("† The paper's v4 Table 3 (PAPER.md): 340M parameters, 10k steps, a different scale from ours; "
+                     "its passkey numbers (Table 4) at " + "/".join(map(str, PAPER_PASSKEY_LENGTHS))
+                     + " tokens of a 4096-token context, dead heads from §7.2. — = not reported.")
+    return _tables(header, rows, "Sink-free attention variants (the paper's Table 3)", "tab:variants", out, groups,
+                   " ".join(notes))

@@ -1,4 +1,6 @@
 # Paths shared by the rules; the same layout as softpick.config.run_paths.
+import glob
+
 RESULTS = f"results/{RUN}"
 FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
@@ -8,11 +10,13 @@ LIB = "src/softpick"
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
     "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
-    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py"],
+    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
+              *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py"],
     "evaluate": [f"{LIB}/evaluate.py"],
     "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
     "analyze": [f"{LIB}/analysis.py"],
+    "passkey": [f"{LIB}/passkey.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
