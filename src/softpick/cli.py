@@ -268,12 +268,13 @@ class _LineStream:
         return getattr(self._stream, name)
 
 
-def log_friendly_progress(interval_s: float = PROGRESS_INTERVAL_S) -> None:
+def log_friendly_progress(interval_s: float | None = None) -> None:
     """Make every tqdm bar created from now on in this process redraw at most every interval_s seconds
     (mininterval; maxinterval too, so tqdm's monitor thread does not redraw sooner). For output that is
     a file: called by redirect_output and by main() when stderr is not a terminal."""
     from tqdm import std
 
+    interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
     cls = std.tqdm
     if getattr(cls, "_softpick_interval", None) == interval_s:
         return
