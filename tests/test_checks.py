@@ -311,6 +311,7 @@ def restore_tqdm(monkeypatch):
     from tqdm import std
 
     monkeypatch.setattr(std.tqdm, "__init__", std.tqdm.__dict__["__init__"])
+    monkeypatch.setattr(std.tqdm, "set_postfix", std.tqdm.__dict__["set_postfix"])
     monkeypatch.setattr(std.tqdm, "_softpick_interval", None, raising=False)
 
 
@@ -342,8 +343,12 @@ def test_progress_bars_redraw_at_a_log_friendly_rate(tmp_path, monkeypatch, rest
     monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.5, raising=False)
     log = tmp_path / "train.log"
     with cli.redirect_output(log):
-        for _ in tqdm(range(150), desc="train softpick", dynamic_ncols=True):  # what train.py creates
+        bar = tqdm(total=150, desc="train softpick", dynamic_ncols=True)  # what train.py does
+        for step in range(150):
             time.sleep(0.01)
+            bar.update(1)
+            bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+        bar.close()
     lines = [line for line in log.read_text().splitlines() if "train softpick" in line]
     assert "\r" not in log.read_text()  # each redraw its own line
     assert 2 <= len(lines) <= 6, lines  # ~1.5 s at one redraw / 0.5 s (tqdm's default: one per 0.1 s)

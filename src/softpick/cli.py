@@ -270,8 +270,9 @@ class _LineStream:
 
 def log_friendly_progress(interval_s: float | None = None) -> None:
     """Make every tqdm bar created from now on in this process redraw at most every interval_s seconds
-    (mininterval; maxinterval too, so tqdm's monitor thread does not redraw sooner). For output that is
-    a file: called by redirect_output and by main() when stderr is not a terminal."""
+    (mininterval; maxinterval too, so tqdm's monitor thread does not redraw sooner; set_postfix no longer
+    forces a redraw). For output that is a file: called by redirect_output and by main() when stderr is
+    not a terminal."""
     from tqdm import std
 
     interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
@@ -279,14 +280,19 @@ def log_friendly_progress(interval_s: float | None = None) -> None:
     if getattr(cls, "_softpick_interval", None) == interval_s:
         return
     original = cls.__dict__.get("_softpick_original_init", cls.__dict__["__init__"])
+    postfix = cls.__dict__.get("_softpick_original_set_postfix", cls.__dict__["set_postfix"])
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("mininterval", interval_s)
         kwargs.setdefault("maxinterval", max(interval_s, kwargs["mininterval"]))
         original.__get__(self, type(self))(*args, **kwargs)
 
-    cls._softpick_original_init = original
-    cls.__init__ = __init__
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        """tqdm's, without the forced redraw (the next update past mininterval shows it)."""
+        return postfix(self, ordered_dict, refresh, **kwargs)
+
+    cls._softpick_original_init, cls._softpick_original_set_postfix = original, postfix
+    cls.__init__, cls.set_postfix = __init__, set_postfix
     cls._softpick_interval = interval_s
 
 
