@@ -43,6 +43,7 @@ import torch
 
 from .atomic import atomic_path
 from .atomic import write_json_atomic as _write_json_atomic
+from .finite import check_finite_metrics, check_finite_model
 
 __all__ = [
     "sink_scores",
@@ -844,7 +845,7 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
 
     model_dir: a save_pretrained directory of SoftpickForCausalLM. data_dir: holds
     tokens_val.npy (1-D token ids, docs framed [BOS] ids [EOS]) and docs_val.npy (offsets,
-    n_docs + 1). NaN / inf in the summary are written as null. Returns the summary.
+    n_docs + 1). A NaN / inf weight or summary number raises NonFiniteError (nothing written). Returns the summary.
     """
     from transformers import AutoModelForCausalLM
 
@@ -855,10 +856,13 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
                           ("cpu" if device == "auto" else device))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[c["dtype"]]
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    check_finite_model(model, model_dir)  # a NaN model would give an all-null summary
     data_dir = Path(data_dir)
     tokens = np.load(data_dir / "tokens_val.npy", mmap_mode="r")
     offsets = np.load(data_dir / "docs_val.npy")
     summary, arrays = analyze_model(model, tokens, offsets, c, device, progress=True)
+    # every number of a healthy model's summary is finite (the echoed config may hold nulls)
+    check_finite_metrics(summary, out_json, optional=lambda path: path.split(".")[0] == "config")
     summary["model_dir"] = str(model_dir)
     summary["data_dir"] = str(data_dir)
     write_npz_atomic(out_npz, arrays)

@@ -183,12 +183,14 @@ def run_passkey(model_dir: str | Path, data_dir: str | Path, passkey_cfg: dict, 
 
     from . import model as _registers_auto_classes  # noqa: F401
     from .data import load_tokenizer
+    from .finite import check_finite_model
 
     cfg = check_config(passkey_cfg)
     tokenizer = load_tokenizer(data_dir)
     prompts = make_trials(tokenizer, cfg["lengths"], cfg["trials"], cfg["key_digits"], seed)  # fails before loading
     dtype = getattr(torch, cfg["dtype"])
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
+    check_finite_model(model, model_dir)
     scores = greedy_scores(model, prompts, cfg["batch_size"], device)
     result = {
         "variant": variant,

@@ -13,10 +13,10 @@ CODE = {
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
               *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py"],
-    "evaluate": [f"{LIB}/evaluate.py"],
-    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
-    "analyze": [f"{LIB}/analysis.py"],
-    "passkey": [f"{LIB}/passkey.py"],
+    "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
+    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
+    "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
+    "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
