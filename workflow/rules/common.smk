@@ -11,7 +11,7 @@ CODE = {
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py"],
     "train": [f"{LIB}/train.py"],
     "evaluate": [f"{LIB}/evaluate.py"],
-    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
+    "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py"],
     "analyze": [f"{LIB}/analysis.py"],
     "figures": [f"{LIB}/plots.py"],
 }
