@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 INT8_THRESHOLD = 6.0
 
 

@@ -105,12 +105,13 @@ def _run_hooks(model, modules: dict, calib: torch.Tensor, batch_size: int, devic
 
 def sequential_groups(model, layers, calib, device) -> list[list[tuple[str, torch.nn.Module]]]:
     """The layers in forward order, consecutive layers that read the same input tensor grouped."""
-    order: list[tuple[str, int]] = []
-    _run_hooks(model, dict(layers), calib[:1], 1, device, lambda n, x: order.append((n, x.data_ptr())))
+    order: list[tuple[str, torch.Tensor]] = []  # the inputs stay alive, so equal storage = same tensor
+    _run_hooks(model, dict(layers), calib[:1], 1, device, lambda n, x: order.append((n, x)))
     by_name = dict(layers)
     groups: list[list] = []
-    for k, (name, ptr) in enumerate(order):
-        if k and ptr == order[k - 1][1]:
+    for k, (name, x) in enumerate(order):
+        prev = order[k - 1][1] if k else None
+        if prev is not None and x.data_ptr() == prev.data_ptr() and x.shape == prev.shape:
             groups[-1].append((name, by_name[name]))
         else:
             groups.append([(name, by_name[name])])
