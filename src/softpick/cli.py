@@ -3,7 +3,7 @@
     python -m softpick data      --config configs/default.yaml
     python -m softpick train     --config configs/default.yaml --variant softpick
     python -m softpick evaluate  --variant softpick
-    python -m softpick quantize  --variant softpick --bits 4
+    python -m softpick quantize  --variant softpick --method rtn --bits 4
     python -m softpick analyze   --variant softpick
     python -m softpick figures
 
@@ -31,7 +31,8 @@ RESULT_LAYOUT = {
 }
 
 
-def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None, root: str | Path = ".") -> None:
+def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None,
+              method: str | None = None, root: str | Path = ".") -> None:
     """Run one stage of the run described by `config`, reading and writing the standard layout."""
     paths = run_paths(config, root)
     if stage in ("train", "evaluate", "quantize", "analyze"):
@@ -55,13 +56,16 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
         _require(model_dir / "config.json", "train")
         evaluate_dir(model_dir, config["eval"], val_docs, paths["eval"] / f"{variant}.json", device=_device(device))
     elif stage == "quantize":
-        from .quantize import quantize_and_evaluate
+        from .quantize import quantize_and_evaluate, quantize_jobs
 
-        if bits not in config["quantize"]["bits"]:
-            raise ValueError(f"--bits must be one of config 'quantize.bits' {config['quantize']['bits']}, got {bits!r}")
+        jobs = quantize_jobs(config["quantize"])
+        if (method, bits) not in jobs:
+            raise ValueError(f"--method / --bits must be one of the config's quantize jobs "
+                             f"{', '.join(f'{m} {b}' for m, b in jobs)}; got {method!r} {bits!r}")
         _require(model_dir / "config.json", "train")
-        out = paths["quant"] / variant / f"{config['quantize']['method']}_{bits}bit.json"
-        quantize_and_evaluate(model_dir, config["quantize"], config["eval"], val_docs, out, device=_device(device), bits=bits)
+        out = paths["quant"] / variant / f"{method}_{bits}bit.json"
+        quantize_and_evaluate(model_dir, config["quantize"], config["eval"], val_docs, out, device=_device(device),
+                              bits=bits, method=method, data_dir=paths["data"])
     elif stage == "analyze":
         from .analysis import run_analysis
 
@@ -116,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key, e.g. train.max_steps=50")
     parser.add_argument("--variant", help="attention variant (softmax | softpick) for train / evaluate / quantize / analyze")
     parser.add_argument("--bits", type=int, help="bit width for quantize")
+    parser.add_argument("--method", help="quantization method for quantize (one of config 'quantize.methods')")
     args = parser.parse_args(argv)
     from .data import DataSourceUnavailableError
 
     try:
         config = load_config(args.config, args.set)
-        run_stage(args.stage, config, variant=args.variant, bits=args.bits)
+        run_stage(args.stage, config, variant=args.variant, bits=args.bits, method=args.method)
     except (ValueError, FileNotFoundError, DataSourceUnavailableError) as err:
         print(f"softpick {args.stage}: error: {err}", file=sys.stderr)
         return 2

@@ -82,7 +82,17 @@ def validate_config(config: dict) -> dict:
             f"config key 'model.hidden_size' ({model['hidden_size']}) must be divisible by "
             f"'model.num_attention_heads' ({model['num_attention_heads']})"
         )
+    _check_quantize(config["quantize"])
     return config
+
+
+def _check_quantize(quant_cfg: dict) -> None:
+    from .quantize import quantize_jobs  # the registry of methods and their bit widths
+
+    try:
+        quantize_jobs(quant_cfg)
+    except ValueError as err:
+        raise ConfigError(f"config section 'quantize': {err}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

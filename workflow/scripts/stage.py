@@ -12,4 +12,5 @@ with redirect_output(smk.log[0]):
         smk.config,
         variant=smk.wildcards.get("variant"),
         bits=int(smk.wildcards["bits"]) if "bits" in smk.wildcards.keys() else None,
+        method=smk.wildcards.get("method"),
     )
