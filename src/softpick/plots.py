@@ -497,8 +497,9 @@ def plot_quantization(float_eval: Mapping[str, str | Path], quant_evals: Mapping
         if log:
             ax.set_yscale("log")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06 + 0.05 * ((len(labels) - 1) // 6), 1, 1))
+    ncol = min(len(labels), 2 * max(len(metrics), 3))
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, fontsize=8)
     return save_figure(fig, out, f"Post-training quantization ({', '.join(methods)}): 'float' = the unquantized "
                                  "model; colour = attention variant, line style = method; perplexity on a log scale.")
 
