@@ -6,9 +6,9 @@ time per token (``rtn_a8_token``: the max over the hidden dimension of each posi
 tensor (``rtn_a8_tensor``: one max over the whole input of the call, i.e. the batch), then
 ``x̂ = clamp(round(x / scale), -127, 127) * scale`` (fake quantization in float32: the int8 codes
 are not kept). Outlier activations set the per-tensor scale, which is where massive activations
-hurt. A small wrapper rather than torchao / optimum-quanto: both target real int8 kernels (CUDA
-or x86 AMX) and their CPU fallbacks differ; this wrapper is exact on every device and checked
-against a float64 reference in the tests.
+hurt. A small wrapper rather than torchao / optimum-quanto: no new dependency in the CI install,
+the same arithmetic on CPU and CUDA, checked against a float64 reference in the tests (torchao's
+int8 dynamic-activation configs were not evaluated here).
 """
 from __future__ import annotations
 
