@@ -411,3 +411,16 @@ def test_gptq_groups_layers_by_shared_input(trained):
     per_layer = [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
                  ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
     assert groups == per_layer * 2 + [["lm_head"]]
+
+
+def test_config_rejects_unsupported_pairs_at_parse_time():
+    from softpick.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"section 'quantize'.*\n.*\(bnb, 2\): bnb: bits must be one of \(8, 4\)"):
+        load_config(overrides=["quantize.methods=[rtn, bnb]", "quantize.bits_by_method={}"])
+    with pytest.raises(ConfigError, match="quantize.methods"):
+        load_config(overrides=["quantize.methods=[awq]"])
+    with pytest.raises(ConfigError, match="quantize.gptq"):
+        load_config(overrides=["quantize.gptq.damping=0.1"])
+    cfg = load_config(overrides=["quantize.methods=[gptq, bnb]", "quantize.bits=[3]"])
+    assert quantize_jobs(cfg["quantize"]) == [("gptq", 3), ("bnb", 4)]  # the default's bnb: [4] applies
