@@ -107,7 +107,7 @@ def test_weight_error_against_float64(trained, quantized, method, bits):
     assert stats["method"] == method and stats["bits"] == bits and stats["n_layers"] == 14
     assert stats["settings"] == {**METHODS[method].settings}
     for name, lin in linear_layers(model, quantize_lm_head=False):
-        w = lin.weight.double()
+        w = lin.weight.detach().double()
         w_hat = dequantized_weight(qmodel.get_submodule(name)).double()
         err = float((w - w_hat).norm() / w.norm())
         assert err == pytest.approx(stats["per_layer"][name]["rel_error"], rel=1e-9, abs=1e-12)
@@ -124,7 +124,7 @@ def test_rtn_elementwise_bound(trained, quantized):
         qmodel, _ = quantized[("rtn", bits)]
         for name, lin in linear_layers(model, False):
             q = qmodel.get_submodule(name)
-            w, w_hat = lin.weight.double(), q.dequantize().double()
+            w, w_hat = lin.weight.detach().double(), q.dequantize().double()
             step = q.scale.double()[:, q.gidx]
             assert ((w - w_hat).abs() <= step / 2 * (1 + 1e-5) + 1e-7).all(), name
             for g in range(q.scale.shape[1]):
