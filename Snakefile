@@ -3,6 +3,7 @@
 #   snakemake --cores all --configfile configs/small.yaml   # another scale, merged over the default
 #   snakemake --report report.html                          # HTML report of the figures and tables
 from softpick.config import validate_config
+from softpick.quantize import quantize_jobs
 
 configfile: "configs/default.yaml"
 
@@ -10,8 +11,7 @@ validate_config(config)
 
 RUN = config["run_name"]
 VARIANTS = config["variants"]
-BITS = config["quantize"]["bits"]
-QMETHOD = config["quantize"]["method"]
+QUANT_JOBS = quantize_jobs(config["quantize"])  # [(method, bits)], validated with the config
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"

@@ -113,7 +113,7 @@ def test_every_data_reading_stage_verifies_first(data_copy, tmp_path):
     config = load_config(overrides=["run_name=tiny"])
     docs = data_copy / "val_docs.jsonl"
     docs.write_text(docs.read_text().replace("e", "a", 1))
-    for stage, kwargs in (("evaluate", {}), ("quantize", {"bits": 4})):
+    for stage, kwargs in (("evaluate", {}), ("quantize", {"bits": 4, "method": "hqq"})):
         with pytest.raises(ValueError, match=r"val_docs\.jsonl: sha256"):
             cli.run_stage(stage, config, variant="softpick", root=tmp_path, **kwargs)
     np.save(data_copy / "tokens_val.npy", np.roll(np.load(data_copy / "tokens_val.npy"), 3))
@@ -375,13 +375,13 @@ def _help(argv, capsys) -> str:
 
 def test_each_stage_has_its_own_help_with_choices(capsys):
     from softpick.attention import KINDS
-    from softpick.quantize import QUANTIZERS
+    from softpick.quantize import METHODS
 
     train_help = _help(["train", "--help"], capsys)
     assert train_help.startswith("usage: softpick train") and "{" + ",".join(KINDS) + "}" in train_help
     assert "--bits" not in train_help and "figures" not in train_help
     quant_help = _help(["quantize", "--help"], capsys)
-    assert "--bits {8,4,3,2}" in quant_help and "--method {" + ",".join(sorted(QUANTIZERS)) + "}" in quant_help
+    assert "--bits {8,4,3,2}" in quant_help and "--method {" + ",".join(sorted(METHODS)) + "}" in quant_help
     assert "--variant" not in _help(["figures", "--help"], capsys)
     top = _help(["--help"], capsys)
     assert all(stage in top for stage in cli.STAGES)
@@ -391,7 +391,7 @@ def test_each_stage_has_its_own_help_with_choices(capsys):
     (["train", "--variant", "sparsemax"], "invalid choice: 'sparsemax'"),
     (["train"], "the following arguments are required: --variant"),
     (["quantize", "--variant", "softpick", "--bits", "5"], "invalid choice: 5"),
-    (["quantize", "--variant", "softpick", "--bits", "4", "--method", "gptq"], "invalid choice: 'gptq'"),
+    (["quantize", "--variant", "softpick", "--bits", "4", "--method", "awq"], "invalid choice: 'awq'"),
     (["evaluate", "--variant", "softpick", "--bits", "4"], "unrecognized arguments: --bits 4"),
 ])
 def test_bad_arguments_are_named_by_the_stage_parser(argv, message, capsys):

@@ -57,7 +57,7 @@ def test_every_output_exists_and_is_finite(workdir):
     for variant in ("softmax", "softpick"):
         jsons += [results / "eval" / f"{variant}.json", results / "analysis" / f"{variant}.json",
                   results / "models" / variant / "train_summary.json"]
-        jsons += [results / "quant" / variant / f"hqq_{b}bit.json" for b in (4, 2)]
+        jsons += [results / "quant" / variant / f"{m}_2bit.json" for m in ("rtn", "gptq")]
         jsons.append(results / "passkey" / f"{variant}.json")
     for path in jsons:
         numbers = list(finite_numbers(json.loads(path.read_text())))
@@ -67,6 +67,9 @@ def test_every_output_exists_and_is_finite(workdir):
         ev = json.loads((results / "eval" / f"{variant}.json").read_text())
         assert set(ev["tasks"]) == {"arc_easy", "piqa"}
         assert ev["perplexity"]["word_perplexity"] > 1
+    q = json.loads((results / "quant" / "softpick" / "gptq_2bit.json").read_text())["quantization"]
+    assert q["method"] == "gptq" and q["bits"] == 2 and q["device"] == "cpu"
+    assert q["calibration"]["sequences"] == 4 and q["calibration"]["length"] == 64 and q["settings"]["act_order"]
     analysis = json.loads((results / "analysis" / "softpick.json").read_text())
     assert analysis["sparsity"]["exact_zero_pct"] > 0  # softpick maps have exact zeros from the first step
     # every rule wrote its log and benchmark

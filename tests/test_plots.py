@@ -82,7 +82,7 @@ def test_make_all_writes_every_file(tmp_path):
     tex = (fig_dir / "analysis_table.tex").read_text()
     assert r"\begin{tabular}" in tex and r"\%" in tex
     q = (fig_dir / "quant_table.md").read_text()
-    assert "| softmax (hqq) | 2 |" in q
+    assert "| hqq | 2 |" in q and "| float | float |" in q and "Δ" in q
 
 
 def test_missing_inputs_are_skipped(tmp_path):

@@ -3,7 +3,7 @@
     python -m softpick data      --config configs/default.yaml
     python -m softpick train     --config configs/default.yaml --variant softpick
     python -m softpick evaluate  --variant softpick
-    python -m softpick quantize  --variant softpick --bits 4
+    python -m softpick quantize  --variant softpick --method rtn --bits 4
     python -m softpick analyze   --variant softpick
     python -m softpick passkey   --variant softpick
     python -m softpick figures
@@ -79,10 +79,9 @@ def attention_kinds() -> tuple[str, ...]:
 
 def quantize_choices() -> tuple[list[str], list[int]]:
     """(methods, bit widths) the quantize registry implements."""
-    from .quantize import QUANTIZERS, SUPPORTED_BITS
+    from .quantize import METHODS
 
-    methods = sorted(QUANTIZERS)
-    return methods, sorted({b for m in methods for b in SUPPORTED_BITS.get(m, ())}, reverse=True)
+    return sorted(METHODS), sorted({b for m in METHODS.values() for b in m.bits}, reverse=True)
 
 
 def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None,
@@ -99,12 +98,12 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
             raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
         check_device_available(config)  # names the key; 'auto' falls back to the CPU
     if stage == "quantize":
-        if bits not in config["quantize"]["bits"]:
-            raise ValueError(f"--bits must be one of config 'quantize.bits' {config['quantize']['bits']}, got {bits!r}")
-        method = method or config["quantize"]["method"]
-        methods, _ = quantize_choices()
-        if method not in methods:
-            raise ValueError(f"--method must be one of the implemented quantizers {methods}, got {method!r}")
+        from .quantize import quantize_jobs
+
+        jobs = quantize_jobs(config["quantize"])
+        if (method, bits) not in jobs:
+            raise ValueError(f"--method / --bits must be one of the config's quantize jobs "
+                             f"{', '.join(f'{m} {b}' for m, b in jobs)}; got {method!r} {bits!r}")
     t0 = time.perf_counter()
     if _is_rank_zero():
         if inputs is None:
@@ -142,8 +141,8 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
 
         _require(model_dir / "config.json", "train")
         out = paths["quant"] / variant / f"{method}_{bits}bit.json"
-        quantize_and_evaluate(model_dir, {**config["quantize"], "method": method}, config["eval"], val_docs, out,
-                              device=_device(device), bits=bits)
+        quantize_and_evaluate(model_dir, config["quantize"], config["eval"], val_docs, out, device=_device(device),
+                              bits=bits, method=method, data_dir=paths["data"])
     elif stage == "analyze":
         from .analysis import run_analysis
 
@@ -378,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "quantize":
             methods, bits = quantize_choices()
             p.add_argument("--bits", type=int, required=True, choices=bits, help="bit width (one of config 'quantize.bits')")
-            p.add_argument("--method", choices=methods, help="quantizer (default: config 'quantize.method')")
+            p.add_argument("--method", required=True, choices=methods, help="quantizer (one of config 'quantize.methods')")
     return parser
 
 

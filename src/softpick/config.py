@@ -139,6 +139,7 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
             f"'model.num_attention_heads' ({model['num_attention_heads']}): each key/value head serves a whole group"
         )
     _check_group_size(config)
+    _check_quantize(config["quantize"])  # (method, bits, group_size) each method supports
     if check_device:
         check_device_available(config)
     return config
@@ -199,6 +200,15 @@ def _check_group_size(config: dict) -> None:
             f"config key 'quantize.group_size' ({group}) does not divide the weight count of the quantized "
             f"layers {shapes}: HQQ splits each weight into groups of group_size consecutive values"
         )
+
+
+def _check_quantize(quant_cfg: dict) -> None:
+    from .quantize import quantize_jobs  # the registry of methods and their bit widths
+
+    try:
+        quantize_jobs(quant_cfg)
+    except ValueError as err:
+        raise ConfigError(f"config section 'quantize': {err}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -621,12 +621,20 @@ def _mean_acc(ev: dict, metric: str = "acc") -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _mean_acc_stderr(ev: dict, metric: str = "acc") -> float:
-    """Standard error of the task-mean accuracy, sqrt(sum se_i^2) / n (tasks independent)."""
-    ses = [_num(t.get(f"{metric}_stderr")) for t in ev.get("tasks", {}).values() if t.get(metric) is not None]
-    if not ses or not all(math.isfinite(x) for x in ses):
-        return float("nan")
-    return float(math.sqrt(sum(x * x for x in ses)) / len(ses))
+# The panels of the quantization figure and the columns of its table (the paper's Fig. 3, Tables 8-10):
+# (key, label, getter, log scale, higher is better).
+QUANT_METRICS: list[tuple[str, str, object, bool, bool]] = [
+    ("arc_easy", "ARC-e acc_norm (%)", lambda e: _task_metric(e, "arc_easy", "acc_norm", 100), False, True),
+    ("piqa", "PIQA acc_norm (%)", lambda e: _task_metric(e, "piqa", "acc_norm", 100), False, True),
+    ("sciq", "SciQ acc_norm (%)", lambda e: _task_metric(e, "sciq", "acc_norm", 100), False, True),
+    ("word_ppl", "held-out word perplexity", lambda e: (e.get("perplexity") or {}).get("word_perplexity"), True, False),
+    ("lambada_ppl", "LAMBADA perplexity", lambda e: _task_metric(e, "lambada", "perplexity"), True, False),
+]
+
+
+def _task_metric(ev: dict, task: str, metric: str, scale: float = 1.0):
+    v = (ev.get("tasks") or {}).get(task, {}).get(metric)
+    return None if v is None else scale * _num(v)
 
 
 def _bits_of(ev: dict):
@@ -634,55 +642,61 @@ def _bits_of(ev: dict):
     return q.get("bits")
 
 
+def _method_of(ev: dict) -> str:
+    return (ev.get("quantization") or {}).get("method", "")
+
+
 def _quant_series(float_eval: Mapping[str, str | Path], quant_evals: Mapping[str, Sequence[str | Path]]):
-    """{(variant, method): [(bits or 'float', eval dict)]} sorted float first then bits descending."""
+    """{(method, variant): [("float" | bits, eval dict)]}: the float model first, then bits descending."""
     series: dict[tuple[str, str], list] = {}
-    for v in list(float_eval) + [v for v in quant_evals if v not in float_eval]:
-        fe = _load_json(float_eval[v]) if v in float_eval else None
-        qs = [_load_json(p) for p in quant_evals.get(v, [])]
-        methods = sorted({(q.get("quantization") or {}).get("method", "") for q in qs}) or [""]
-        for m in methods:
-            pts = [("float", fe)] if fe is not None else []
-            pts += sorted([(_bits_of(q), q) for q in qs if (q.get("quantization") or {}).get("method", "") == m],
-                          key=lambda t: -_num(t[0]))
-            series[(v, m)] = pts
+    variants = list(float_eval) + [v for v in quant_evals if v not in float_eval]
+    loaded = {v: [_load_json(p) for p in quant_evals.get(v, [])] for v in variants}
+    methods = sorted({_method_of(q) for qs in loaded.values() for q in qs})
+    for m in methods:
+        for v in variants:
+            pts = [("float", _load_json(float_eval[v]))] if v in float_eval else []
+            pts += sorted([(_bits_of(q), q) for q in loaded[v] if _method_of(q) == m], key=lambda t: -_num(t[0]))
+            if len(pts) > (1 if v in float_eval else 0):
+                series[(m, v)] = pts
     return series
 
 
-def plot_quantization(float_eval: Mapping[str, str | Path], quant_evals: Mapping[str, Sequence[str | Path]], out,
-                      ppl_key: str = "word_perplexity", acc_metric: str = "acc", float_label: str = "16") -> list[Path]:
-    """Mean zero-shot accuracy and perplexity vs weight bits, softmax vs softpick."""
+def _present_metrics(series) -> list:
+    evs = [e for pts in series.values() for _, e in pts]
+    return [m for m in QUANT_METRICS if any(m[2](e) is not None for e in evs)]
+
+
+_METHOD_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P"), ((0, (3, 1, 1, 1)), "X")]
+
+
+def plot_quantization(float_eval: Mapping[str, str | Path], quant_evals: Mapping[str, Sequence[str | Path]], out) -> list[Path]:
+    """One panel per metric vs weight bits (float = the unquantized model), one line per method × variant."""
     series = _quant_series(float_eval, quant_evals)
+    metrics = _present_metrics(series)
+    if not metrics:
+        raise ValueError("no quantization metric (ARC-e / PIQA / SciQ acc_norm, word / LAMBADA perplexity) in the results")
     all_bits = sorted({_num(b) for pts in series.values() for b, _ in pts if b != "float"}, reverse=True)
-    xpos = {"float": 0}
-    xpos.update({b: i + 1 for i, b in enumerate(all_bits)})
-    xt = [f"{float_label}\n(float)"] + [f"{int(b) if float(b).is_integer() else b}" for b in all_bits]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = ["-", "--", ":", "-."]
-    methods = sorted({m for _, m in series})
-    for (v, m), pts in series.items():
-        ls = styles[methods.index(m) % len(styles)]
-        x = [xpos["float" if b == "float" else _num(b)] for b, _ in pts]
-        lab = _label(v) + (f" ({m})" if m and len(methods) > 1 else "")
-        acc = np.array([100 * _mean_acc(e, acc_metric) for _, e in pts])
-        se = np.array([100 * _mean_acc_stderr(e, acc_metric) for _, e in pts])
-        ax.plot(x, acc, ls, marker="o", ms=6, lw=2, color=color(v), label=lab)
-        if np.isfinite(se).all():
-            ax.fill_between(x, acc - se, acc + se, color=color(v), alpha=0.15, lw=0)
-        ax2.plot(x, [_num((e.get("perplexity") or {}).get(ppl_key)) for _, e in pts], ls, marker="o", ms=6, lw=2,
-                 color=color(v), label=lab)
-    ntask = max((len(e.get("tasks", {})) for pts in series.values() for _, e in pts if e), default=0)
-    ax.set(xlabel="weight bits", ylabel=f"mean zero-shot {acc_metric} (%)",
-           title=f"Accuracy vs quantization ({ntask} tasks)")
-    ax2.set(xlabel="weight bits", ylabel=ppl_key.replace("_", " ") + " (log scale)", title="Perplexity vs quantization")
-    ax2.set_yscale("log")
-    for a in (ax, ax2):
-        a.set_xticks(range(len(xt)), xt)
-        a.legend()
-    meth = ", ".join(m for m in methods if m) or "weight-only PTQ"
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return save_figure(fig, out, f"Weight-only post-training quantization ({meth}); leftmost point = unquantized model; "
-                                 "shaded: ±1 standard error of the task-mean accuracy.")
+    xpos = {"float": 0, **{b: i + 1 for i, b in enumerate(all_bits)}}
+    xt = ["float"] + [f"{int(b) if float(b).is_integer() else b}" for b in all_bits]
+    methods = sorted({m for m, _ in series})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.6), squeeze=False)
+    for ax, (_, label, get, log, _) in zip(axes[0], metrics):
+        for (m, v), pts in series.items():
+            ls, mk = _METHOD_STYLES[methods.index(m) % len(_METHOD_STYLES)]
+            xy = [(xpos["float" if b == "float" else _num(b)], get(e)) for b, e in pts]
+            xy = [(x, _num(y)) for x, y in xy if y is not None and math.isfinite(_num(y))]
+            if xy:
+                ax.plot(*zip(*xy), linestyle=ls, marker=mk, ms=5, lw=1.6, color=color(v), label=f"{_label(v)} · {m}")
+        ax.set_xticks(range(len(xt)), xt)
+        ax.set(xlabel="weight bits", title=label)
+        if log:
+            ax.set_yscale("log")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ncol = min(len(labels), 2 * max(len(metrics), 3))
+    fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, fontsize=8)
+    return save_figure(fig, out, f"Post-training quantization ({', '.join(methods)}): 'float' = the unquantized "
+                                 "model; colour = attention variant, line style = method; perplexity on a log scale.")
 
 
 # --------------------------------------------------------------------------------- tables
@@ -866,24 +880,42 @@ def write_eval_table_all(eval_paths: Mapping[str, str | Path], out) -> list[Path
                    notes="Accuracy in % (± standard error); perplexity lower is better; mean acc over the tasks.")
 
 
-def write_quant_table(float_eval: Mapping[str, str | Path], quant_evals: Mapping[str, Sequence[str | Path]], out,
-                      acc_metric: str = "acc", ppl_key: str = "word_perplexity") -> list[Path]:
-    """One row per variant × bits (× method): mean accuracy, per-task accuracy, perplexity."""
+def write_quant_table(float_eval: Mapping[str, str | Path], quant_evals: Mapping[str, Sequence[str | Path]], out) -> list[Path]:
+    """One row per method × bits (and the float model): every metric per variant, and Δ = softpick − softmax."""
     series = _quant_series(float_eval, quant_evals)
-    tasks = sorted({t for pts in series.values() for _, e in pts if e for t in e.get("tasks", {})})
-    header = ["model", "bits", "mean acc"] + tasks + [ppl_key.replace("_", " ")]
-    rows, groups = [], []
-    for (v, m), pts in series.items():
-        groups.append(len(rows))
+    metrics = _present_metrics(series)
+    variants = list(dict.fromkeys(v for _, v in series))
+    delta = "softmax" in variants and "softpick" in variants
+    header = ["method", "bits"]
+    for _, label, *_ in metrics:
+        short = label.replace(" (%)", "").replace("held-out ", "")
+        header += [f"{short} {_label(v)}" for v in variants] + ([f"{short} Δ"] if delta else [])
+    rows_by_key: dict[tuple, dict] = {}
+    for (m, v), pts in series.items():
         for b, e in pts:
-            r = [_label(v) + (f" ({m})" if m else ""), "float" if b == "float" else str(b),
-                 f"{100 * _mean_acc(e, acc_metric):.1f}"]
-            r += [_fmt(100 * _num(e.get("tasks", {}).get(t, {}).get(acc_metric)) if t in e.get("tasks", {}) else None)
-                  for t in tasks]
-            r.append(_fmt((e.get("perplexity") or {}).get(ppl_key), "ppl"))
-            rows.append(r)
-    return _tables(header, rows, f"Weight-only quantization: accuracy ({acc_metric}, %) and {ppl_key.replace('_', ' ')}",
-                   "tab:quant", out, groups)
+            key = ("float", "float") if b == "float" else (m, b)
+            rows_by_key.setdefault(key, {})[v] = e
+    order = [("float", "float")] + sorted((k for k in rows_by_key if k[0] != "float"), key=lambda k: (k[0], -_num(k[1])))
+    rows, groups, prev = [], [], None
+    for key in order:
+        if key not in rows_by_key:
+            continue
+        if key[0] != prev:
+            groups.append(len(rows))
+            prev = key[0]
+        evs = rows_by_key[key]
+        r = [key[0], str(key[1])]
+        for _, _, get, log, _ in metrics:
+            vals = {v: (get(evs[v]) if v in evs else None) for v in variants}
+            kind = "ppl" if log else "num"
+            r += [_fmt(vals[v], kind) for v in variants]
+            if delta:
+                a, c = vals["softmax"], vals["softpick"]
+                r.append("—" if a is None or c is None else f"{_num(c) - _num(a):+,.2f}")
+        rows.append(r)
+    notes = ("Δ = softpick − softmax (accuracy: positive favours softpick; perplexity: negative favours softpick). "
+             "acc_norm in %; perplexity lower is better; — = not measured." if delta else "")
+    return _tables(header, rows, "Post-training quantization: acc_norm (%) and perplexity", "tab:quant", out, groups, notes)
 
 
 # --------------------------------------------------------------------------------- make_all

@@ -14,7 +14,7 @@ CODE = {
               *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py"],
     "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
-    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
+    "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
     "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
     "figures": [f"{LIB}/plots.py"],

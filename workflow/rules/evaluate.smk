@@ -26,13 +26,15 @@ rule evaluate:
 
 
 rule quantize:
-    """Weight-only post-training quantization of one model at one bit width, then the same evaluation."""
+    """Post-training quantization of one model with one method at one bit width, then the same evaluation
+    on the run's device (GPTQ calibrates on windows of the training split)."""
     input:
         model=lambda w: model_files(w.variant),
         val_docs=f"{RESULTS}/data/val_docs.jsonl",
+        train_tokens=f"{RESULTS}/data/tokens_train.npy",
         code=CODE["quantize"] + CODE["model"],
     output:
-        f"{RESULTS}/quant/{{variant}}/{QMETHOD}_{{bits}}bit.json",
+        f"{RESULTS}/quant/{{variant}}/{{method}}_{{bits}}bit.json",
     params:
         quantize=config["quantize"],
         eval=config["eval"],
@@ -40,11 +42,12 @@ rule quantize:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/quantize_{{variant}}_{{bits}}bit.log",
+        f"{LOGS}/quantize_{{variant}}_{{method}}_{{bits}}bit.log",
     benchmark:
-        f"{BENCH}/quantize_{{variant}}_{{bits}}bit.tsv"
+        f"{BENCH}/quantize_{{variant}}_{{method}}_{{bits}}bit.tsv"
     wildcard_constraints:
         variant="|".join(VARIANTS),
+        method="|".join(sorted({m for m, _ in QUANT_JOBS})),
         bits=r"\d+",
     threads: 1
     resources:

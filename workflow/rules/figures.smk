@@ -3,7 +3,7 @@ rule figures:
     input:
         models=[f for v in VARIANTS for f in model_files(v)],
         eval=expand(f"{RESULTS}/eval/{{variant}}.json", variant=VARIANTS),
-        quant=expand(f"{RESULTS}/quant/{{variant}}/{QMETHOD}_{{bits}}bit.json", variant=VARIANTS, bits=BITS),
+        quant=[f"{RESULTS}/quant/{v}/{m}_{b}bit.json" for v in VARIANTS for m, b in QUANT_JOBS],
         analysis=expand(f"{RESULTS}/analysis/{{variant}}.{{ext}}", variant=VARIANTS, ext=["json", "npz"]),
         code=CODE["figures"],
     output:
