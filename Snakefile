@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/mechanism.smk"
 
 
 rule all:
@@ -26,3 +27,4 @@ rule all:
     input:
         FIGURES,
         TABLES,
+        MECHANISM_OUTPUTS,

@@ -6,6 +6,8 @@
     python -m softpick quantize  --variant softpick --bits 4
     python -m softpick analyze   --variant softpick
     python -m softpick figures
+    python -m softpick mechanism --variant softpick   # Bigram-Backcopy (softpick.mechanism)
+    python -m softpick mechanism_figure
 
 --config files are merged over configs/default.yaml in order; --set key.path=value overrides
 single keys. The Snakemake rules call run_stage() with the same arguments (workflow/scripts/).
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from .config import load_config, run_paths
 
-STAGES = ("data", "train", "evaluate", "quantize", "analyze", "figures")
+STAGES = ("data", "train", "evaluate", "quantize", "analyze", "figures", "mechanism", "mechanism_figure")
 
 # Where the figures stage finds each result under results/<run>/ (the Snakefile writes them there).
 RESULT_LAYOUT = {
@@ -34,7 +36,7 @@ RESULT_LAYOUT = {
 def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None, root: str | Path = ".") -> None:
     """Run one stage of the run described by `config`, reading and writing the standard layout."""
     paths = run_paths(config, root)
-    if stage in ("train", "evaluate", "quantize", "analyze"):
+    if stage in ("train", "evaluate", "quantize", "analyze", "mechanism"):
         if variant not in config["variants"]:
             raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
     model_dir = paths["models"] / variant if variant else None
@@ -73,6 +75,18 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
 
         make_all(paths["results"], paths["figures"], config["variants"], layout=RESULT_LAYOUT,
                  table_dir=paths["tables"], run_label=config["run_name"], strict=True)
+    elif stage == "mechanism":
+        from .mechanism import run_mechanism
+
+        _require(paths["data"] / "manifest.json", "data")
+        run_mechanism(config, variant, paths["data"], paths["results"] / "mechanism" / f"{variant}.json")
+    elif stage == "mechanism_figure":
+        from .mechanism import plot_mechanism
+
+        jsons = {v: paths["results"] / "mechanism" / f"{v}.json" for v in config["variants"]}
+        for v, p in jsons.items():
+            _require(p, f"mechanism --variant {v}")
+        plot_mechanism(jsons, paths["figures"] / "mechanism")
     else:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
 
