@@ -205,6 +205,15 @@ def _rngs(seed: int) -> tuple[np.random.Generator, ...]:
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([seed, 0x6B6B]).spawn(3))
 
 
+def lr_factor(step: int, cfg: dict) -> float:
+    """Linear warm-up over warmup_steps, then cosine decay to min_lr_ratio at the last step."""
+    warmup, total, floor = cfg["warmup_steps"], cfg["steps"], cfg["min_lr_ratio"]
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def train_model(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator, log=print,
                 probe: np.ndarray | None = None) -> dict:
     """AdamW on freshly generated batches (next-token loss at every position); returns the log.
@@ -213,9 +222,8 @@ def train_model(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator
     the sink rate, the attention on BOS at non-trigger queries and the copy accuracy: how the sink forms."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
                             weight_decay=cfg["weight_decay"], eps=1e-8)
-    warmup = cfg["warmup_steps"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    history, t0 = [], time.perf_counter()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    history, t0, c0 = [], time.perf_counter(), time.process_time()
     model.train()
     for step in range(1, cfg["steps"] + 1):
         x = torch.from_numpy(task.sample(rng, cfg["batch_size"], cfg["seq_len"] + 1))
@@ -236,7 +244,8 @@ def train_model(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator
             history.append(entry)
             log(f"step {step:5d}  " + "  ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step")
                 + f"  {time.perf_counter() - t0:.1f}s")
-    return {"log": history, "final_loss": history[-1]["loss"], "seconds": time.perf_counter() - t0}
+    return {"log": history, "final_loss": history[-1]["loss"], "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0}
 
 
 def _probe(model, task: BigramBackcopy, probe: np.ndarray, cfg: dict) -> dict:
@@ -392,7 +401,7 @@ def run_mechanism(config: dict, variant: str, data_dir: str | Path, out_json: st
     _check(cfg)
     torch.set_num_threads(cfg["threads"])
     seed = int(config["seed"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     task, task_info = load_task(data_dir, cfg)
     train_rng, eval_rng, probe_rng = _rngs(seed)
     probe = task.sample(probe_rng, cfg["probe_sequences"], cfg["seq_len"] + 1) if cfg["probe_sequences"] else None
@@ -413,8 +422,9 @@ def run_mechanism(config: dict, variant: str, data_dir: str | Path, out_json: st
                                                             "num_attention_heads", "intermediate_size", "attention_kind")}},
         "train": train_info,
         **results,
-        "timing": {"train_s": train_info["seconds"], "eval_s": time.perf_counter() - t1,
-                   "total_s": time.perf_counter() - t0},
+        "timing": {"train_s": train_info["seconds"], "train_cpu_s": train_info["cpu_seconds"],
+                   "eval_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0,
+                   "total_cpu_s": time.process_time() - c0},
     }
     write_json_atomic(out_json, _finite_or_none(summary))
     acc = results["accuracy"]
@@ -465,19 +475,26 @@ def plot_mechanism(json_paths: Mapping[str, str | Path], out) -> list[Path]:
     for i, v in enumerate(variants):  # row 1: one attention map per variant
         ax = fig.add_subplot(gs[0, i])
         amap = np.nanmean(np.asarray(res[v]["attention_map"]["mean"], dtype=float), axis=(0, 1))
-        cmap = mcolors.LinearSegmentedColormap.from_list(v, ["#FFFFFF", color(v)])
+        cmap = mcolors.LinearSegmentedColormap.from_list(v, ["#FFFFFF", color(v)]).with_extremes(bad="#F2F2F2")
         masked = np.ma.masked_where(np.triu(np.ones_like(amap, dtype=bool), 1), amap)
-        cmap.set_bad("#F2F2F2")
         im = ax.imshow(masked, cmap=cmap, norm=mcolors.PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
-        ax.set_title(f"{v}: sink rate {res[v]['sink_rate'][eps]:.0f}%  (ε = {eps})", color=color(v), fontweight="bold")
+        ax.grid(False)
+        ax.set_title(f"{v}: sink rate {res[v]['sink_rate'][eps]:.1f}%  (ε = {eps})", color=color(v), fontweight="bold")
         ax.set_xlabel("key position (0 = BOS)")
         ax.set_ylabel("query position")
         fig.colorbar(im, ax=ax, shrink=0.8, label="mean attention weight")
-    ax = fig.add_subplot(gs[0, len(variants)])  # the headline numbers
-    _bars(ax, variants, {v: [res[v]["sink_rate"][eps]] for v in variants}, [""], color, fmt="{:.0f}%")
-    ax.set_ylim(0, 105)
-    ax.set_ylabel(f"sink rate, % of layer × head × sample (ε = {eps})")
-    ax.set_title("attention sink on BOS")
+    ax = fig.add_subplot(gs[0, len(variants)])  # how it forms during training (the probe sequences)
+    for v in variants:
+        log = [e for e in res[v]["train"]["log"] if "bos_attention_non_trigger" in e]
+        steps = [e["step"] for e in log]
+        ax.plot(steps, [e["bos_attention_non_trigger"] for e in log], "-", color=color(v), lw=2.2,
+                label=f"{v}: attention on BOS, other queries")
+        ax.plot(steps, [e["copy_accuracy"] for e in log], ":", color=color(v), lw=1.8, label=f"{v}: copy accuracy")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("training step")
+    ax.set_title("during training")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, frameon=False, loc="center right")
 
     ax = fig.add_subplot(gs[1, 0])
     _bars(ax, variants, {v: [res[v]["bos_attention"]["trigger_queries"], res[v]["bos_attention"]["non_trigger_queries"]]
@@ -503,8 +520,8 @@ def plot_mechanism(json_paths: Mapping[str, str | Path], out) -> list[Path]:
     _bars(ax, variants, {v: [res[v]["accuracy"]["copy"], res[v]["accuracy"]["bigram"]] for v in variants},
           ["copy positions", "bigram positions"], color, fmt="{:.2f}")
     bayes = np.mean([r["accuracy"]["bigram_bayes_optimal"] for r in res.values()])
-    ax.hlines(bayes, 0.55, 1.45, colors="#333333", linestyles=":", lw=1.5)
-    ax.text(1.0, bayes + 0.02, f"Bayes-optimal {bayes:.2f}", ha="center", fontsize=8, color="#333333")
+    ax.hlines(bayes, 0.55, 1.45, colors="#333333", linestyles=":", lw=1.8, label=f"Bayes-optimal bigram {bayes:.2f}")
+    ax.legend(frameon=False, fontsize=8, loc="center right")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("next-token accuracy")
     ax.set_title("both variants solve the task")
@@ -512,7 +529,8 @@ def plot_mechanism(json_paths: Mapping[str, str | Path], out) -> list[Path]:
     caption = (f"Bigram-Backcopy (Guo et al. 2024) from the corpus's bigrams: V = {c['vocab_size']}, "
                f"{c['num_triggers']} triggers, T = {c['seq_len']}; {c['num_layers']} layer(s) × {c['num_heads']} head(s), "
                f"d = {c['hidden_size']}, {c['steps']} AdamW steps × {c['batch_size']} sequences; "
-               f"{next(iter(res.values()))['eval_sequences']} held-out sequences. Maps: first {c['map_size']} positions, "
+               f"{next(iter(res.values()))['eval_sequences']} held-out sequences. "
+               f"Maps: first {next(iter(res.values()))['attention_map']['size']} positions, "
                "mean over sequences, layers and heads.")
     return save_figure(fig, out, caption=caption)
 
