@@ -8,8 +8,7 @@ MECHANISM_OUTPUTS = MECHANISM_JSON + expand(f"{FIGDIR}/mechanism.{{ext}}", ext=[
 rule mechanism:
     """Train a small model on Bigram-Backcopy sequences drawn from the corpus's bigrams; sink rate, BOS attention, norms, accuracy."""
     input:
-        tokens=f"{RESULTS}/data/tokens_train.npy",
-        docs=f"{RESULTS}/data/docs_train.npy",
+        tokens=f"{RESULTS}/data/tokens_train.npy",  # with docs_train.npy, which the data rule writes beside it
         manifest=f"{RESULTS}/data/manifest.json",
         code=CODE["mechanism"] + CODE["model"],
     output:
