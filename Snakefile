@@ -20,6 +20,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/passkey.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/mechanism.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
         TABLES,
         PASSKEY,
         VARIANTS_TABLE,
+        MECHANISM_OUTPUTS,

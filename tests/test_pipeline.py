@@ -47,7 +47,7 @@ def workdir(tmp_path_factory):
 def test_every_output_exists_and_is_finite(workdir):
     results, figures = workdir / "results" / RUN, workdir / "figures" / RUN
     for name in ("training_loss", "attention_maps_softmax", "attention_maps_softpick", "hidden_states",
-                 "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization"):
+                 "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization", "mechanism"):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000, name
     for name in ("analysis_table", "eval_table", "quant_table", "variants_table"):
@@ -59,6 +59,7 @@ def test_every_output_exists_and_is_finite(workdir):
                   results / "models" / variant / "train_summary.json"]
         jsons += [results / "quant" / variant / f"{m}_2bit.json" for m in ("rtn", "gptq")]
         jsons.append(results / "passkey" / f"{variant}.json")
+        jsons.append(results / "mechanism" / f"{variant}.json")
     for path in jsons:
         numbers = list(finite_numbers(json.loads(path.read_text())))
         assert numbers, path
@@ -73,8 +74,8 @@ def test_every_output_exists_and_is_finite(workdir):
     analysis = json.loads((results / "analysis" / "softpick.json").read_text())
     assert analysis["sparsity"]["exact_zero_pct"] > 0  # softpick maps have exact zeros from the first step
     # every rule wrote its log and benchmark
-    # data, train x2, evaluate x2, quantize x4, analyze x2, passkey x2, figures, variants_table
-    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 2 + 1 + 1
+    # data, train x2, evaluate x2, quantize x4, analyze x2, passkey x2, mechanism x2, mechanism_figure, figures, variants_table
+    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 2 + 2 + 1 + 1 + 1
 
 
 @pytest.mark.slow

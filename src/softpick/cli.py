@@ -7,6 +7,8 @@
     python -m softpick analyze   --variant softpick
     python -m softpick passkey   --variant softpick
     python -m softpick figures
+    python -m softpick mechanism --variant softpick   # Bigram-Backcopy (softpick.mechanism)
+    python -m softpick mechanism_figure
 
 --config files are merged over configs/default.yaml in order; --set key.path=value overrides
 single keys. `python -m softpick <stage> --help` lists the options of one stage. The Snakemake
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from .config import REPO_ROOT, check_device_available, load_config, run_paths
 
-STAGES = ("data", "train", "evaluate", "quantize", "analyze", "passkey", "figures")
+STAGES = ("data", "train", "evaluate", "quantize", "analyze", "passkey", "figures", "mechanism", "mechanism_figure")
 STAGE_HELP = {
     "data": "corpus -> tokenizer -> token files + manifest (results/<run>/data/)",
     "train": "pretrain one attention variant (results/<run>/models/<variant>/)",
@@ -42,8 +44,11 @@ STAGE_HELP = {
     "analyze": "sink rate, kurtosis, activations and attention sparsity of one model",
     "passkey": "passkey retrieval accuracy of one model at several prompt lengths",
     "figures": "every figure and table of the run",
+    "mechanism": "Bigram-Backcopy: train a 1-layer model on the synthetic task, measure how its attention sink forms",
+    "mechanism_figure": "the mechanism figure of every variant",
 }
 MODEL_STAGES = ("train", "evaluate", "quantize", "analyze", "passkey")  # take --variant; use config 'device'
+VARIANT_STAGES = (*MODEL_STAGES, "mechanism")  # take --variant
 # The config sections each stage's work depends on: their sha256 is the header's stage digest.
 STAGE_SECTIONS = {
     "data": ("seed", "data"),
@@ -53,6 +58,8 @@ STAGE_SECTIONS = {
     "analyze": ("device", "analysis"),
     "passkey": ("device", "passkey"),
     "figures": ("run_name", "variants", "quantize"),
+    "mechanism": ("seed", "mechanism"),
+    "mechanism_figure": ("variants",),
 }
 # Data splits each stage reads (verified against the manifest before it starts); val_docs.jsonl and
 # the tokenizer are verified for all of them.
@@ -93,9 +100,9 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     paths = run_paths(config, root)
+    if stage in VARIANT_STAGES and variant not in config["variants"]:
+        raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
     if stage in MODEL_STAGES:
-        if variant not in config["variants"]:
-            raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
         check_device_available(config)  # names the key; 'auto' falls back to the CPU
     if stage == "quantize":
         from .quantize import quantize_jobs
@@ -161,6 +168,20 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
 
         make_all(paths["results"], paths["figures"], config["variants"], layout=RESULT_LAYOUT,
                  table_dir=paths["tables"], run_label=config["run_name"], strict=True)
+    elif stage == "mechanism":
+        from .mechanism import run_mechanism
+
+        _require(paths["data"] / "manifest.json", "data")
+        run_mechanism(config, variant, paths["data"], paths["results"] / "mechanism" / f"{variant}.json")
+    elif stage == "mechanism_figure":
+        from .mechanism import plot_mechanism
+
+        jsons = {v: paths["results"] / "mechanism" / f"{v}.json" for v in config["variants"]}
+        for v, p in jsons.items():
+            _require(p, f"mechanism --variant {v}")
+        plot_mechanism(jsons, paths["figures"] / "mechanism")
+    else:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
 
 
 # ----------------------------------------------------------------------------- the log header
@@ -185,6 +206,8 @@ def default_inputs(stage: str, paths: dict, variant: str | None) -> list[str]:
         "quantize": [*model, data / "val_docs.jsonl"],
         "analyze": [*model, data / "tokens_val.npy", data / "docs_val.npy"],
         "passkey": [*model, data / "tokenizer" / "tokenizer.json"],
+        "mechanism": [data / "manifest.json", data / "tokens_train.npy", data / "docs_train.npy"],
+        "mechanism_figure": sorted((paths["results"] / "mechanism").glob("*.json")),
         "figures": sorted(p for sub in ("eval", "quant", "analysis") for p in (paths["results"] / sub).rglob("*.json")),
     }[stage]
     return [str(p) for p in found]
@@ -371,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = attention_kinds()
     for stage in STAGES:
         p = sub.add_parser(stage, parents=[common], help=STAGE_HELP[stage], description=STAGE_HELP[stage])
-        if stage in MODEL_STAGES:
+        if stage in VARIANT_STAGES:
             p.add_argument("--variant", required=True, choices=kinds,
                            help="attention variant (one of config 'variants')")
         if stage == "quantize":
