@@ -30,15 +30,6 @@ def corpus_stream(n=20000, vocab=60, seed=0):
     return np.concatenate([np.concatenate([[1], d, [2]]) for d in docs]).astype(np.uint16), docs
 
 
-def write_data_dir(path, tokens, docs):
-    lengths = [len(d) + 2 for d in docs]
-    np.save(path / "tokens_train.npy", tokens)
-    np.save(path / "docs_train.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    (path / "manifest.json").write_text(json.dumps({"tokenizer": {"unk_token_id": 0, "bos_token_id": 1,
-                                                                  "eos_token_id": 2, "pad_token_id": 3}}))
-    return path
-
-
 # --- the generator ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def task():
@@ -199,15 +190,14 @@ def numbers(node):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_data_dir):
     root = tmp_path_factory.mktemp("mech")
-    tokens, docs = corpus_stream()
-    data = write_data_dir(root, tokens, docs)
+    data = tiny_data_dir  # a real data stage's output: the stage verifies it against its manifest
     config = {"seed": 5, "mechanism": dict(TINY)}
     outs = {v: root / f"{v}.json" for v in ("softmax", "softpick")}
     for v, p in outs.items():
         mech.run_mechanism(config, v, data, p, log=lambda *_: None)
-    return root, config, outs
+    return data, config, outs
 
 
 def test_tiny_run_writes_every_field_finite(tiny_run):
@@ -226,9 +216,9 @@ def test_tiny_run_writes_every_field_finite(tiny_run):
 
 
 def test_tiny_run_is_deterministic(tiny_run, tmp_path):
-    root, config, outs = tiny_run
+    data, config, outs = tiny_run
     again = tmp_path / "softmax.json"
-    mech.run_mechanism(config, "softmax", root, again, log=lambda *_: None)
+    mech.run_mechanism(config, "softmax", data, again, log=lambda *_: None)
     a, b = json.loads(outs["softmax"].read_text()), json.loads(again.read_text())
     for r in (a, b):
         r.pop("timing"), r["train"].pop("seconds"), r["train"].pop("cpu_seconds")
