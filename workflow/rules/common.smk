@@ -9,7 +9,7 @@ LIB = "src/softpick"
 CODE = {
     "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py"],
-    "train": [f"{LIB}/train.py"],
+    "train": [f"{LIB}/train.py", f"{LIB}/hf_export.py"],
     "evaluate": [f"{LIB}/evaluate.py"],
     "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
     "analyze": [f"{LIB}/analysis.py"],

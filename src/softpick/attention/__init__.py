@@ -80,7 +80,7 @@ def attention(
     if kind == "softmax" and not return_weights:
         # SDPA wants [B, H, T, D]; GQA through enable_gqa.
         mask = None
-        if padded:
+        if padded or (causal and q.shape[1] != k.shape[1]):  # SDPA's is_causal aligns top-left; a KV cache needs bottom-right
             from .reference import build_mask
 
             B, T, S = q.shape[0], q.shape[1], k.shape[1]
