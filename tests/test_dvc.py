@@ -37,7 +37,7 @@ def repo_files() -> list[str]:
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout
     return [f for f in listed.split("\0") if f and not f.startswith(("results/", "benchmarks/", "tests/"))
-            and (REPO / f).is_file()]
+            and ((REPO / f).is_file() or (REPO / f).is_symlink())]
 
 
 def files_under(root: Path) -> list[Path]:
@@ -56,7 +56,10 @@ def shared(tmp_path_factory):
     origin = base / "origin"
     for rel in repo_files():
         (origin / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, origin / rel)
+        if (REPO / rel).is_symlink():
+            os.symlink(os.readlink(REPO / rel), origin / rel)
+        else:
+            shutil.copy2(REPO / rel, origin / rel)
     run(origin, "git", "init", "-q")
     run(origin, "git", "add", "-A")
     run(origin, "git", "commit", "-qm", "checkout")
