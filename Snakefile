@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analyze.smk"
+include: "workflow/rules/passkey.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -26,3 +27,5 @@ rule all:
     input:
         FIGURES,
         TABLES,
+        PASSKEY,
+        VARIANTS_TABLE,

@@ -55,7 +55,7 @@ def fresh_python(code: str, tmp_path: Path, *, block_softpick: bool) -> subproce
 def exported(tmp_path_factory, tiny_data_dir):
     root = tmp_path_factory.mktemp("hf")
     models = {}
-    for kind, kv in (("softpick", 2), ("softmax", None)):
+    for kind, kv in (("softpick", 2), ("softmax", None), ("gated", None)):  # gated: a kind with learned parameters
         models[kind] = export_tiny_model(root / kind, tiny_data_dir, kind, kv_heads=kv)
     return root, models
 
@@ -66,7 +66,8 @@ def test_export_writes_generated_code_and_auto_map(exported):
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["auto_map"] == AUTO_MAP
     files = remote_code_files()
-    assert {"modeling_softpick.py", "softpick_attention.py", "softpick_attention_reference.py"} <= set(files)
+    assert {"modeling_softpick.py", "softpick_attention.py", "softpick_attention_reference.py",
+            "softpick_attention_kinds_gated.py"} <= set(files)  # every attention kind comes along
     for name, text in files.items():  # byte-identical to what the source generates now
         assert (d / name).read_text() == text
         for node in ast.walk(ast.parse(text)):  # nothing left that imports the package
@@ -83,7 +84,7 @@ def test_trust_remote_code_in_a_process_without_softpick(exported, tmp_path):
         import json, torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         out = {{}}
-        for kind in ("softpick", "softmax"):
+        for kind in ("softpick", "softmax", "gated"):
             d = {str(root)!r} + "/" + kind
             m = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True, dtype=torch.float32).eval()
             tok = AutoTokenizer.from_pretrained(d)

@@ -50,7 +50,7 @@ def test_every_output_exists_and_is_finite(workdir):
                  "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization"):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000, name
-    for name in ("analysis_table", "eval_table", "quant_table"):
+    for name in ("analysis_table", "eval_table", "quant_table", "variants_table"):
         for ext in ("md", "tex"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 50, name
     jsons = [results / "data" / "manifest.json"]
@@ -58,6 +58,7 @@ def test_every_output_exists_and_is_finite(workdir):
         jsons += [results / "eval" / f"{variant}.json", results / "analysis" / f"{variant}.json",
                   results / "models" / variant / "train_summary.json"]
         jsons += [results / "quant" / variant / f"hqq_{b}bit.json" for b in (4, 2)]
+        jsons.append(results / "passkey" / f"{variant}.json")
     for path in jsons:
         numbers = list(finite_numbers(json.loads(path.read_text())))
         assert numbers, path
@@ -69,7 +70,8 @@ def test_every_output_exists_and_is_finite(workdir):
     analysis = json.loads((results / "analysis" / "softpick.json").read_text())
     assert analysis["sparsity"]["exact_zero_pct"] > 0  # softpick maps have exact zeros from the first step
     # every rule wrote its log and benchmark
-    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 1
+    # data, train x2, evaluate x2, quantize x4, analyze x2, passkey x2, figures, variants_table
+    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 2 + 1 + 1
 
 
 @pytest.mark.slow

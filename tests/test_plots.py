@@ -25,7 +25,7 @@ def _write_results(run_dir, variants=("softmax", "softpick")):
     np.save(data_dir / "tokens_val.npy", tokens)
     np.save(data_dir / "docs_val.npy", offsets)
     cfg = dict(num_docs=10, max_len=40, batch_size=4, sink_eps=[0.2, 0.3], zero_threshold=1e-5,
-               example_doc=0, length_sweep=[8, 16, 40])
+               example_doc=0, length_sweep=[8, 16, 40], sink_short_len=16, box_sample_size=2000)
     for k, v in enumerate(variants):
         d = run_dir / v
         torch.manual_seed(k)
@@ -57,8 +57,8 @@ def _write_results(run_dir, variants=("softmax", "softpick")):
 
 
 EXPECTED = ["training_loss", "attention_maps_softmax", "attention_maps_softpick", "hidden_states",
-            "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization"]
-TABLES = ["analysis_table", "eval_table", "quant_table"]
+            "hidden_state_boxplots", "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization"]
+TABLES = ["analysis_table", "eval_table", "eval_table_all_tasks", "quant_table"]
 
 
 def test_make_all_writes_every_file(tmp_path):
@@ -91,3 +91,158 @@ def test_missing_inputs_are_skipped(tmp_path):
     assert plots.make_all(run, tmp_path / "figs") == []
     with pytest.raises(FileNotFoundError):
         plots.make_all(run, tmp_path / "figs", strict=True)
+
+
+# ------------------------------------------------------------------ figure contents and tables
+def test_figure_names_match_the_snakefile():
+    """Every figure make_all writes is registered in common.smk with a caption file (and vice versa)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    smk = (root / "workflow" / "rules" / "common.smk").read_text()
+    names = re.search(r"FIGURE_NAMES = \[(.*?)\n\]", smk, re.S).group(1)
+    registered = set(re.findall(r'"([a-z_]+)"', names)) | {f"attention_maps_{v}" for v in ("softmax", "softpick")}
+    assert set(EXPECTED) == registered
+    tables = set(re.findall(r'"([a-z_]+)"', re.search(r"TABLE_NAMES = \[(.*?)\]", smk).group(1)))
+    assert set(TABLES) == tables
+    for name in set(EXPECTED) - {"attention_maps_softmax", "attention_maps_softpick"} | {"attention_maps"} | tables:
+        assert (root / "workflow" / "report" / f"{name}.rst").exists(), name
+
+
+def _capture_figures(monkeypatch):
+    figs = []
+    real = plots.save_figure
+
+    def keep(fig, out, caption=None):
+        figs.append(fig)
+        return real(fig, out, caption)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figs
+
+
+def test_sink_rate_lines_at_zero_stay_distinguishable(tmp_path, monkeypatch):
+    """Issue 10: four series all at 0 % hid each other; each series now differs in x offset and marker style."""
+    figs = _capture_figures(monkeypatch)
+    paths = {}
+    for v in ("softmax", "softpick"):
+        s = {"sink_rate": {"0.2": 0.0, "0.3": 0.0}, "sink_rate_per_layer": {"0.2": [0.0] * 4, "0.3": [0.0] * 4},
+             "sink_rate_short": {"length": 64, "sink_rate": {"0.2": 0.0, "0.3": 0.0},
+                                 "sink_rate_per_layer": {"0.2": [0.0] * 4, "0.3": [0.0] * 4}},
+             "sparsity": {"exact_zero_pct": 0.0, "le_threshold_pct": 0.0, "threshold": 1e-5},
+             "sparsity_per_layer": {"exact_zero_pct": [0.0] * 4, "le_threshold_pct": [0.0] * 4}, "max_len": 256}
+        paths[v] = tmp_path / f"{v}.json"
+        write_json_atomic(paths[v], s)
+    plots.plot_sink_rate(paths, tmp_path / "sink")
+    fig = figs[-1]
+    sink_axes = [a for a in fig.axes if a.get_title().startswith("Sink rate per layer")]
+    assert len(sink_axes) == 2 and "first 64 tokens" in sink_axes[1].get_title()
+    for ax in sink_axes + [fig.axes[-1]]:
+        lines = [l for l in ax.get_lines() if len(l.get_xdata())]
+        assert len(lines) == 4
+        xs = {tuple(np.round(l.get_xdata(), 6)) for l in lines}
+        looks = {(l.get_marker(), l.get_markerfacecolor(), l.get_color(), l.get_linestyle()) for l in lines}
+        assert len(xs) == 4 and len(looks) == 4  # none drawn on top of another, each tells itself apart
+        for l in lines:
+            assert np.all(np.abs(l.get_xdata() - np.arange(4)) < 0.5)  # still at its own layer
+
+
+def _eval(tasks):
+    return {"tasks": tasks, "perplexity": {"word_perplexity": 55.5}, "limit": 100}
+
+
+def test_eval_table_is_the_papers_table_1_with_missing_values(tmp_path):
+    a = tmp_path / "softmax.json"
+    b = tmp_path / "softpick.json"
+    write_json_atomic(a, _eval({"arc_easy": {"acc": 0.5, "acc_stderr": 0.05, "acc_norm": 0.45, "acc_norm_stderr": 0.05},
+                                "lambada": {"acc": 0.1, "acc_stderr": 0.03, "perplexity": 1234.5},
+                                "piqa": {"acc": 0.6}, "sciq": {"acc": 0.7, "acc_norm": float("nan")}}))
+    write_json_atomic(b, {"tasks": {"arc_easy": {"acc": 0.52}}, "perplexity": None})
+    md, tex = plots.write_eval_table({"softmax": a, "softpick": b}, tmp_path / "t1")
+    text = md.read_text()
+    lines = [l for l in text.splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["model", "ARC-e acc", "ARC-e acc_norm", "LAMBADA acc", "LAMBADA ppl", "PIQA acc",
+                      "PIQA acc_norm", "SciQ acc", "SciQ acc_norm", "word ppl"]
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in lines[2:]}
+    assert rows["softmax (ours)"] == ["softmax (ours)", "50.0 ± 5.0", "45.0 ± 5.0", "10.0 ± 3.0", "1,234.50", "60.0", "—",
+                               "70.0", "—", "55.50"]
+    assert rows["softpick (ours)"] == ["softpick (ours)", "52.0"] + ["—"] * 8
+    assert "Our examples per task: 100." in text
+    ref = rows["340M softpick (paper v4 Table 1) *"]
+    assert ref[1:] == ["61.11", "56.73", "36.21", "28.63", "66.59", "66.49", "83.60", "77.30", "24.32"]
+    assert rows["1.8B softmax (paper v4 Table 1) *"][1] == "—"
+    assert "different scale" in text and "WikiText" in text
+    assert r"\begin{tabular}" in tex.read_text() and "acc\\_norm" in tex.read_text()
+    md2, _ = plots.write_eval_table_all({"softmax": a, "softpick": b}, tmp_path / "all")
+    t2 = md2.read_text()
+    assert "lambada ppl" in t2 and "1,234.50" in t2 and "—" in t2
+
+
+def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
+    new = {"num_docs": 4, "max_len": 256, "sink_rate": {"0.2": 12.5, "0.3": 5.0},
+           "sink_rate_short": {"length": 64, "sink_rate": {"0.2": 40.0, "0.3": 17.25}},
+           "dead_heads": {"pct": {"1e-06": 6.25, "0.01": 12.5}}, "kurtosis": 148.0, "min": -3.0, "max": 395.0,
+           "max_abs": 395.0, "sparsity": {"exact_zero_pct": 0.0, "le_threshold_pct": 1.0}}
+    old = {"num_docs": 4, "max_len": 256, "sink_rate": {"0.2": 1.0, "0.3": 0.5}, "kurtosis": None}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_json_atomic(a, new)
+    write_json_atomic(b, old)  # an analysis file from before these metrics: every new column "—"
+    md, _ = plots.write_analysis_table({"softmax": a, "softpick": b}, tmp_path / "an", "small")
+    lines = [l for l in md.read_text().splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[1:5] == ["sink % ε=0.2", "sink % ε=0.3", "sink % ε=0.2 (T=64)", "sink % ε=0.3 (T=64)"]
+    assert header[-2:] == ["dead heads % (ε=1e-06)", "dead heads % (ε=0.01)"]
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:]]
+    assert rows[0][1:5] == ["12.50", "5.00", "40.00", "17.25"] and rows[0][-2:] == ["6.25", "12.50"]
+    assert rows[1][3:5] == ["—", "—"] and rows[1][5] == "—" and rows[1][-2:] == ["—", "—"]
+    v4 = {r[0]: r for r in rows}
+    assert v4["340M softpick (paper v4 Table 2) *"][-2:] == ["9.11", "—"]
+    assert v4["1.8B softmax (paper v4 Table 2) *"][5] == "74,456.8"
+
+
+def _box_inputs(tmp_path, variant, scale, n_states=5, seed=0):
+    """An analysis JSON + NPZ pair holding what plot_hidden_box reads (heavy-tailed values, exact extremes)."""
+    from softpick.analysis import _box_summary, ValueSample
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n_states):
+        smp = ValueSample(3000, seed=i)
+        x = rng.standard_normal(2000) * (1 + i)
+        x[:3] = [scale * (i + 1), -scale, 0.5 * scale]  # massive activations
+        smp.add(torch.from_numpy(x).float())
+        samples.append(smp)
+    arr = np.full((n_states, 2000), np.nan, dtype=np.float32)
+    for i, smp in enumerate(samples):
+        arr[i] = smp.values
+    exact_max = [float(np.nanmax(r)) * 1.5 for r in arr]  # the exact extremes lie beyond the sample
+    summary = {"max_abs": max(exact_max), "hidden_box": _box_summary(samples),
+               "per_hidden_state": {"min": [float(np.nanmin(r)) for r in arr], "max": exact_max}}
+    js, nz = tmp_path / f"{variant}.json", tmp_path / f"{variant}.npz"
+    write_json_atomic(js, summary)
+    np.savez(nz, hidden_sample=arr)
+    return js, nz, summary
+
+
+def test_hidden_box_plot_draws_boxes_outliers_and_exact_extremes(tmp_path, monkeypatch):
+    figs = _capture_figures(monkeypatch)
+    js, nz = {}, {}
+    for k, (v, scale) in enumerate((("softmax", 300.0), ("softpick", 30.0))):
+        js[v], nz[v], _ = _box_inputs(tmp_path, v, scale, seed=k)
+    paths = plots.plot_hidden_box(js, nz, tmp_path / "box")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    fig = figs[-1]
+    axes = [a for a in fig.axes if a.get_yscale() == "symlog"]
+    assert len(axes) == 2 and "softmax" in axes[0].get_title() and "softpick" in axes[1].get_title()
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["emb", "0", "1", "2", "out"]
+    for ax, v in zip(axes, ("softmax", "softpick")):
+        s = json.loads(js[v].read_text())
+        ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets())])
+        assert np.max(ys) == pytest.approx(s["max_abs"], rel=1e-6)  # the exact maximum is drawn
+        assert len(ys) <= 5 * (120 + 2)  # outliers thinned per hidden state, plus min and max
+    # an analysis written before the box-plot sample existed: no figure, no error
+    old = tmp_path / "old.npz"
+    np.savez(old, topk_values=np.zeros((5, 4)))
+    assert plots.plot_hidden_box({"softmax": js["softmax"]}, {"softmax": old}, tmp_path / "none") is None

@@ -169,3 +169,67 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tiny_config, tiny_d
     assert_same_weights(straight, killed)
     steps = [json.loads(l)["step"] for l in (killed / "train_log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 13))
+
+
+# ----------------------------------------------------------------------------- train.bos_first
+def test_gather_windows_bos_first_replaces_only_the_first_input():
+    import numpy as np
+
+    from softpick.train import gather_windows
+
+    tokens = np.arange(100, 140, dtype=np.uint16)
+    starts = np.array([0, 8, 24])
+    plain = gather_windows(tokens, starts, 8)
+    assert plain.tolist() == [list(range(100 + s, 109 + s)) for s in starts]
+    x = gather_windows(tokens, starts, 8, bos_id=1)
+    assert x[:, 0].tolist() == [1, 1, 1]
+    assert torch.equal(x[:, 1:], plain[:, 1:])
+    # shifted targets: position 0 (the BOS input) predicts the stream's token start + 1
+    inputs, targets = x[:, :-1], x[:, 1:]
+    assert targets[:, 0].tolist() == [101, 109, 125] and inputs.shape == targets.shape == (3, 8)
+    assert tokens[0] == 100  # the token array itself is untouched
+
+
+@pytest.mark.parametrize("bos_first", [False, True])
+def test_bos_first_reaches_training_and_validation_windows(tiny_config, tiny_data_dir, tmp_path, monkeypatch,
+                                                           bos_first):
+    """Every window the trainer builds (training and validation) starts with BOS iff train.bos_first."""
+    import numpy as np
+
+    import softpick.train as train_mod
+    from softpick.data import load_tokens
+
+    seen = []
+    real = train_mod.gather_windows
+
+    def recording(tokens, starts, seq_len, bos_id=None):
+        x = real(tokens, starts, seq_len, bos_id)
+        seen.append((len(tokens), np.asarray(starts).copy(), x.clone()))
+        return x
+
+    monkeypatch.setattr(train_mod, "gather_windows", recording)
+    tiny_config["train"].update(max_steps=2, val_every=2, bos_first=bos_first)
+    train(tiny_config, "softmax", tiny_data_dir, tmp_path / "m")
+    streams = {len(t): t for t in (load_tokens(tiny_data_dir, "train")[0], load_tokens(tiny_data_dir, "val")[0])}
+    assert len(streams) == 2 and set(n for n, _, _ in seen) == set(streams)  # both splits were gathered
+    L = tiny_config["train"]["seq_len"]
+    for n, starts, x in seen:
+        stream = np.asarray(streams[n], dtype=np.int64)
+        expect = stream[starts[:, None] + np.arange(L + 1)]
+        assert x[:, 1:].tolist() == expect[:, 1:].tolist()
+        assert x[:, 0].tolist() == ([1] * len(starts) if bos_first else expect[:, 0].tolist())
+    if not bos_first:  # windows fall anywhere in the stream: some first token is not BOS
+        assert any((x[:, 0] != 1).any() for _, _, x in seen)
+
+
+def test_bos_first_needs_a_bos_token():
+    import types
+
+    from softpick.config import ConfigError
+    from softpick.train import window_bos_id
+
+    assert window_bos_id({"bos_first": False}, types.SimpleNamespace(bos_token_id=None)) is None
+    assert window_bos_id({}, types.SimpleNamespace(bos_token_id=1)) is None
+    assert window_bos_id({"bos_first": True}, types.SimpleNamespace(bos_token_id=5)) == 5
+    with pytest.raises(ConfigError, match="train.bos_first"):
+        window_bos_id({"bos_first": True}, types.SimpleNamespace(bos_token_id=None))

@@ -15,6 +15,15 @@ arXiv 2504.20966 and the authors' analysis code):
 * **Kurtosis**: every element of every hidden state (embedding output, residual stream
   after each layer, final normed output), padding excluded, pooled into one population;
   Pearson (non-excess) kurtosis mu4 / mu2^2 accumulated in float64. Also min, max, max |x|.
+* **Sink rate at T = 64** (Gu et al. 2024's protocol): the same documents truncated to their
+  first min(`sink_short_len`, `max_len`) tokens, beside the full-length rate (`sink_rate_short`).
+* **Dead heads** (the paper's v4 section 7.2): a head is dead when the max over its channels of
+  |head output| (the attention output before o_proj, captured by a forward pre-hook on o_proj)
+  is < eps on >= `dead_head_token_fraction` (95%) of the real tokens; reported as % of all
+  (layer, head) pairs and per layer, at each eps of `dead_head_eps`.
+* **Box-plot statistics** per hidden state (the paper's Fig. 4): quartiles and 1.5 IQR whiskers
+  of the values, from a uniform sample of `box_sample_size` values per hidden state (every value
+  when the population fits, i.e. exact), beside the exact min / max.
 
 The pure metric functions take tensors; `analyze_model` runs a model over validation
 documents and accumulates all of them across batches; `run_analysis` is the file-level
@@ -22,6 +31,7 @@ entry point used by the pipeline (JSON summary + NPZ arrays, both written atomic
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,6 +43,7 @@ import torch
 
 from .atomic import atomic_path
 from .atomic import write_json_atomic as _write_json_atomic
+from .finite import check_finite_metrics, check_finite_model
 
 __all__ = [
     "sink_scores",
@@ -47,6 +58,10 @@ __all__ = [
     "load_docs",
     "DEFAULT_CFG",
     "HIST_EDGES",
+    "head_output_max_abs",
+    "DeadHeadCounts",
+    "box_stats",
+    "ValueSample",
 ]
 
 DEFAULT_CFG: dict = {
@@ -61,7 +76,13 @@ DEFAULT_CFG: dict = {
     "map_size": 128,     # attention maps of the example doc are cropped to map_size x map_size
     "dtype": "float32",  # model dtype for the analysis forward passes (run_analysis only)
     "pad_token_id": 0,   # id written into padded positions (masked out; value irrelevant)
+    "sink_short_len": 64,              # Gu et al.'s T = 64 sink rate (None = not measured)
+    "dead_head_eps": [1e-6, 1e-2],     # a head is dead where max |output| < eps ...
+    "dead_head_token_fraction": 0.95,  # ... on at least this fraction of the tokens
+    "box_sample_size": 20000,          # hidden values sampled per hidden state for the box plots
+    "box_seed": 0,                     # seed of that sample (used only when a population exceeds it)
 }
+BOX_WHIS = 1.5  # whiskers reach the most extreme value within 1.5 IQR of the box (matplotlib / seaborn)
 
 # Log-spaced |x| bin edges of the hidden-state histograms (10 bins per decade, 1e-6 .. 1e5).
 # Bin 0 holds |x| < HIST_EDGES[0] (zeros included), bin i holds HIST_EDGES[i-1] <= |x| < HIST_EDGES[i],
@@ -303,6 +324,168 @@ def kurtosis(x) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+# Dead heads (v4 section 7.2)
+# ----------------------------------------------------------------------------------------------
+def head_output_max_abs(out: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Per (sample, token, head) max over the head's channels of |output|, in the output's dtype.
+
+    out: the attention output before o_proj, [B, T, H * D] (o_proj's input) or [B, T, H, D].
+    Returns [B, T, H].
+    """
+    if out.dim() == 3:
+        B, T, HD = out.shape
+        if HD % num_heads:
+            raise ValueError(f"last dim {HD} is not divisible by num_heads {num_heads}")
+        out = out.reshape(B, T, num_heads, HD // num_heads)
+    if out.dim() != 4 or out.shape[2] != num_heads:
+        raise ValueError(f"head output must be [B, T, H*D] or [B, T, H, D] with H = {num_heads}, got {tuple(out.shape)}")
+    return out.detach().abs().amax(dim=-1)
+
+
+@dataclass
+class DeadHeadCounts:
+    """Per (layer, head) counts of real tokens on which the head is inactive (max |output| < eps).
+
+    `add(layer, max_abs [B, T, H], mask [B, T])` counts one batch of one layer (padded tokens
+    excluded); counts add up across batches. `inactive_fraction()` is [E, L, H]; a head is dead
+    where that fraction is >= token_fraction (PAPER.md: "max |output| < 1e-6 on >= 95% of tokens").
+    """
+
+    eps: Sequence[float]
+    num_layers: int
+    num_heads: int
+    token_fraction: float = 0.95
+    inactive: np.ndarray | None = None  # [E, L, H] int64
+    tokens: np.ndarray | None = None    # [L] int64 real tokens counted per layer
+
+    def __post_init__(self):
+        self.eps = [float(e) for e in self.eps]
+        if self.inactive is None:
+            self.inactive = np.zeros((len(self.eps), self.num_layers, self.num_heads), dtype=np.int64)
+        if self.tokens is None:
+            self.tokens = np.zeros(self.num_layers, dtype=np.int64)
+
+    def add(self, layer: int, max_abs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        B, T, H = max_abs.shape
+        if H != self.num_heads:
+            raise ValueError(f"expected {self.num_heads} heads, got {H}")
+        valid = (torch.ones(B, T, dtype=torch.bool, device=max_abs.device) if mask is None
+                 else mask.to(max_abs.device).bool())
+        m = max_abs[valid].double()  # [n_valid, H]; compared with eps in float64 (eps need not be a float32)
+        for i, e in enumerate(self.eps):
+            self.inactive[i, layer] += (m < e).sum(dim=0).cpu().numpy().astype(np.int64)
+        self.tokens[layer] += int(valid.sum())
+
+    def inactive_fraction(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.inactive / self.tokens[None, :, None].astype(np.float64)
+
+    def dead(self) -> np.ndarray:
+        """[E, L, H] bool: inactive on at least token_fraction of the tokens."""
+        return self.inactive_fraction() >= self.token_fraction
+
+    def summary(self) -> dict:
+        dead = self.dead()
+        return {
+            "eps": list(self.eps),
+            "token_fraction": float(self.token_fraction),
+            "num_tokens": int(self.tokens[0]) if self.num_layers else 0,
+            "num_heads_total": int(self.num_layers * self.num_heads),
+            "count": {_fmt_eps(e): int(dead[i].sum()) for i, e in enumerate(self.eps)},
+            "pct": {_fmt_eps(e): float(100.0 * dead[i].mean()) for i, e in enumerate(self.eps)},
+            "pct_per_layer": {_fmt_eps(e): [float(100.0 * x) for x in dead[i].mean(axis=1)]
+                              for i, e in enumerate(self.eps)},
+        }
+
+
+def _o_proj_modules(model) -> list:
+    """The o_proj Linear of every attention layer, in layer order (empty if the model has none)."""
+    return [m for name, m in model.named_modules() if name.endswith("self_attn.o_proj")]
+
+
+@contextlib.contextmanager
+def _capture_head_outputs(model, num_heads: int, sink: list):
+    """While active, every forward appends (layer, head_output_max_abs of o_proj's input [B, T, H])
+    to `sink` (forward pre-hooks; the model's code is unchanged). Yields the number of layers hooked."""
+    handles = []
+    for layer, mod in enumerate(_o_proj_modules(model)):
+        def hook(_mod, args, layer=layer):
+            sink.append((layer, head_output_max_abs(args[0], num_heads)))
+        handles.append(mod.register_forward_pre_hook(hook))
+    try:
+        yield len(handles)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# Box-plot statistics (the paper's Fig. 4)
+# ----------------------------------------------------------------------------------------------
+def box_stats(values, whis: float = BOX_WHIS) -> dict:
+    """Tukey box-plot statistics of `values` in float64 (NaN dropped), as matplotlib / seaborn draw them.
+
+    q1 / median / q3: numpy's default (linear) quantiles; whisker_lo / whisker_hi: the most extreme
+    values within [q1 - whis * IQR, q3 + whis * IQR] (or q1 / q3 where that lies inside the box, as
+    matplotlib.cbook.boxplot_stats does); outliers: values outside the whiskers
+    (`outlier_pct` in %, `n` values).
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return {k: float("nan") for k in ("q1", "median", "q3", "whisker_lo", "whisker_hi", "outlier_pct")} | {"n": 0}
+    q1, med, q3 = (float(v) for v in np.quantile(x, [0.25, 0.5, 0.75]))
+    iqr = q3 - q1
+    lo_fence, hi_fence = q1 - whis * iqr, q3 + whis * iqr
+    inside = x[(x >= lo_fence) & (x <= hi_fence)]
+    # matplotlib's rule (seaborn draws through it): a whisker never ends inside the box
+    lo, hi = min(float(inside.min()), q1), max(float(inside.max()), q3)
+    out = np.count_nonzero((x < lo) | (x > hi))
+    return {"q1": q1, "median": med, "q3": q3, "whisker_lo": lo, "whisker_hi": hi,
+            "outlier_pct": float(100.0 * out / x.size), "n": int(x.size)}
+
+
+class ValueSample:
+    """A uniform sample without replacement of at most `size` values from a stream of tensors.
+
+    Every value gets a random key; the `size` smallest keys are kept. While the stream holds at
+    most `size` values every one is kept (the statistics are then exact and independent of the
+    batching); beyond, the sample is uniform (and depends on the seed and batch order).
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        if size < 1:
+            raise ValueError(f"sample size must be >= 1, got {size}")
+        self.size = int(size)
+        self.population = 0
+        self._gen = torch.Generator().manual_seed(int(seed))
+        self.values = np.zeros(0, dtype=np.float32)
+        self._keys = np.zeros(0, dtype=np.float64)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1)
+        n = x.numel()
+        if n == 0:
+            return
+        self.population += n
+        keys = torch.rand(n, generator=self._gen, dtype=torch.float64)
+        if n > self.size:  # reduce on the tensor's device before moving to the CPU
+            top = torch.topk(keys, self.size, largest=False)
+            keys, x = top.values, x[top.indices.to(x.device)]
+        vals = x.float().cpu().numpy()
+        allv, allk = np.concatenate([self.values, vals]), np.concatenate([self._keys, keys.numpy()])
+        if allv.size > self.size:
+            keep = np.argpartition(allk, self.size - 1)[: self.size]
+            keep.sort()
+            allv, allk = allv[keep], allk[keep]
+        self.values, self._keys = allv, allk
+
+    @property
+    def exact(self) -> bool:
+        return self.population <= self.size
+
+
+# ----------------------------------------------------------------------------------------------
 # Model pass
 # ----------------------------------------------------------------------------------------------
 def load_docs(tokens: np.ndarray, offsets: np.ndarray, num_docs: int | None) -> list[np.ndarray]:
@@ -421,10 +604,13 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
     weights and hidden states returned. All metrics are accumulated across batches.
 
     Returns (summary, arrays). summary (JSON-able) holds the sink rate at each eps (overall
-    and per layer), sparsity (exact 0 and <= zero_threshold, overall and per layer), the
-    kurtosis / min / max / max_abs of the pooled hidden states (and per layer), counts of
-    docs and tokens and, if cfg["length_sweep"] is non-empty, the sink rate and sparsity at
-    each truncation length. arrays (for an .npz) are described in `ARRAYS_DOC`.
+    and per layer; also at T = cfg["sink_short_len"] in "sink_rate_short"), sparsity (exact 0
+    and <= zero_threshold, overall and per layer), the kurtosis / min / max / max_abs of the
+    pooled hidden states (and per layer), box-plot statistics per hidden state ("hidden_box"),
+    dead heads at each cfg["dead_head_eps"] ("dead_heads"; None for a model without
+    `self_attn.o_proj` modules), counts of docs and tokens and, if cfg["length_sweep"] is
+    non-empty, the sink rate and sparsity at each truncation length. arrays (for an .npz) are
+    described in `ARRAYS_DOC`.
     """
     c = {**DEFAULT_CFG, **(cfg or {})}
     eps_list = [float(e) for e in c["sink_eps"]]
@@ -441,33 +627,48 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
     old_backend = getattr(conf, "attention_backend", None)
     if old_backend is not None:
         conf.attention_backend = "torch"  # the only path that materialises attention weights
+    num_heads = getattr(conf, "num_attention_heads", None)
+    head_out: list = []
+    dead: DeadHeadCounts | None = None
     try:
         with torch.no_grad():
             attn_acc = _AttnAcc(len(docs))
             moments: MomentAccumulator | None = None
             layer_moments: list[MomentAccumulator] = []
-            hist = topk = None
+            hist = topk = samples = None
             n_batches = math.ceil(len(docs) / bs)
-            for idx, ids, mask in tqdm(_batches(docs, max_len, bs, pad_id), total=n_batches,
-                                       desc="analysis", disable=not progress):
-                out = _forward(model, ids, mask, device, hidden=True)
-                dev_mask = mask.to(out.attentions[0].device)
-                attn_acc.add(idx, out.attentions, dev_mask, thr)
-                hs = out.hidden_states
-                if moments is None:
-                    moments = MomentAccumulator()
-                    layer_moments = [MomentAccumulator() for _ in hs]
-                    hist = np.zeros((len(hs), len(HIST_EDGES) + 1), dtype=np.int64)
-                    topk = [_TopK(int(c["topk"])) for _ in hs]
-                    edges_t = torch.tensor(HIST_EDGES, dtype=torch.float64)
-                for l, h in enumerate(hs):
-                    hm = h.detach()[mask.to(h.device).bool()]  # [n_valid, C], padding excluded
-                    lm = MomentAccumulator().update(hm)
-                    layer_moments[l].merge(lm)
-                    moments.merge(MomentAccumulator(**vars(lm)))
-                    b = torch.bucketize(hm.abs().double().cpu().reshape(-1), edges_t, right=True)
-                    hist[l] += torch.bincount(b, minlength=len(HIST_EDGES) + 1).numpy()
-                    topk[l].add(h, mask.to(h.device), idx, ids)
+            hooks = (_capture_head_outputs(model, num_heads, head_out) if num_heads else contextlib.nullcontext(0))
+            with hooks as n_hooked:
+                for idx, ids, mask in tqdm(_batches(docs, max_len, bs, pad_id), total=n_batches,
+                                           desc="analysis", disable=not progress):
+                    head_out.clear()
+                    out = _forward(model, ids, mask, device, hidden=True)
+                    dev_mask = mask.to(out.attentions[0].device)
+                    attn_acc.add(idx, out.attentions, dev_mask, thr)
+                    if n_hooked:
+                        if dead is None:
+                            dead = DeadHeadCounts(c["dead_head_eps"], n_hooked, num_heads,
+                                                  float(c["dead_head_token_fraction"]))
+                        for layer, m in head_out:
+                            dead.add(layer, m, mask)
+                    hs = out.hidden_states
+                    if moments is None:
+                        moments = MomentAccumulator()
+                        layer_moments = [MomentAccumulator() for _ in hs]
+                        hist = np.zeros((len(hs), len(HIST_EDGES) + 1), dtype=np.int64)
+                        topk = [_TopK(int(c["topk"])) for _ in hs]
+                        samples = [ValueSample(int(c["box_sample_size"]), int(c["box_seed"]) + l) for l in range(len(hs))]
+                        edges_t = torch.tensor(HIST_EDGES, dtype=torch.float64)
+                    for l, h in enumerate(hs):
+                        hm = h.detach()[mask.to(h.device).bool()]  # [n_valid, C], padding excluded
+                        lm = MomentAccumulator().update(hm)
+                        layer_moments[l].merge(lm)
+                        moments.merge(MomentAccumulator(**vars(lm)))
+                        b = torch.bucketize(hm.abs().double().cpu().reshape(-1), edges_t, right=True)
+                        hist[l] += torch.bincount(b, minlength=len(HIST_EDGES) + 1).numpy()
+                        topk[l].add(h, mask.to(h.device), idx, ids)
+                        samples[l].add(hm)
+            head_out.clear()
 
             # example document: attention maps and per-channel max |h|
             ex = int(c["example_doc"])
@@ -482,12 +683,24 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
             ex_chan = torch.stack([h[0].abs().amax(dim=0) for h in out.hidden_states]).float().cpu().numpy()  # [L+2, C]
             ex_tok = torch.stack([h[0].abs().amax(dim=-1) for h in out.hidden_states]).float().cpu().numpy()  # [L+2, T]
 
+            passes = {max_len: attn_acc}  # truncation length -> attention metrics (each length runs once)
+
+            def at_length(length: int) -> _AttnAcc:
+                if length not in passes:
+                    passes[length] = _attention_pass(model, docs, length, bs, thr, pad_id, device,
+                                                     f"length {length}", progress)
+                return passes[length]
+
+            short = None
+            if c["sink_short_len"] is not None:  # never longer than the full-length pass
+                short_len = min(int(c["sink_short_len"]), max_len)
+                s = at_length(short_len).summary(eps_list)
+                short = {"length": short_len, "num_tokens": s["num_tokens"],
+                         "sink_rate": s["sink_rate"], "sink_rate_per_layer": s["sink_rate_per_layer"]}
             sweep = []
             for length in c["length_sweep"] or []:
                 length = int(length)
-                acc = attn_acc if length == max_len else _attention_pass(
-                    model, docs, length, bs, thr, pad_id, device, f"sweep {length}", progress)
-                s = acc.summary(eps_list)
+                s = at_length(length).summary(eps_list)
                 sweep.append({"length": length, "num_tokens": s["num_tokens"], "sink_rate": s["sink_rate"],
                               "sparsity_exact_zero_pct": s["sparsity"]["exact_zero_pct"],
                               "sparsity_le_threshold_pct": s["sparsity"]["le_threshold_pct"]})
@@ -508,6 +721,8 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
         "sink_eps": eps_list,
         "sink_rate": att["sink_rate"],
         "sink_rate_per_layer": att["sink_rate_per_layer"],
+        "sink_rate_short": short,
+        "dead_heads": dead.summary() if dead is not None else None,
         "kurtosis": md["kurtosis"],
         "min": md["min"],
         "max": md["max"],
@@ -517,6 +732,7 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
         "num_hidden_values": md["count"],
         "hidden_state_names": ["embedding"] + [f"layer {i}" for i in range(len(layer_moments) - 2)] + ["final norm"],
         "per_hidden_state": {k: [lm.as_dict()[k] for lm in layer_moments] for k in ("kurtosis", "min", "max", "max_abs")},
+        "hidden_box": _box_summary(samples),
         "sparsity": att["sparsity"],
         "sparsity_per_layer": att["sparsity_per_layer"],
         "example_doc": ex,
@@ -543,6 +759,12 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
         "sparsity_per_layer_zero_pct": np.array(att["sparsity_per_layer"]["exact_zero_pct"]),
         "sparsity_per_layer_le_threshold_pct": np.array(att["sparsity_per_layer"]["le_threshold_pct"]),
     }
+    arrays["hidden_sample"] = _padded_samples(samples)
+    if dead is not None:
+        arrays["dead_head_eps"] = np.array(dead.eps)
+        arrays["dead_head_inactive_fraction"] = dead.inactive_fraction()
+    if short is not None:
+        arrays["sink_scores_short"] = passes[short["length"]].scores.astype(np.float32)
     if sweep:
         arrays["sweep_lengths"] = np.array([s["length"] for s in sweep])
         for e in eps_list:
@@ -550,6 +772,23 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
         arrays["sweep_sparsity_zero_pct"] = np.array([s["sparsity_exact_zero_pct"] for s in sweep])
         arrays["sweep_sparsity_le_threshold_pct"] = np.array([s["sparsity_le_threshold_pct"] for s in sweep])
     return summary, arrays
+
+
+def _box_summary(samples: list[ValueSample]) -> dict:
+    """Box-plot statistics of every hidden state's sample, as lists over hidden states."""
+    stats = [box_stats(smp.values) for smp in samples]
+    out = {k: [st[k] for st in stats] for k in ("whisker_lo", "q1", "median", "q3", "whisker_hi", "outlier_pct")}
+    out.update(whis=BOX_WHIS, sample_size=[st["n"] for st in stats], population=[smp.population for smp in samples],
+               exact=[smp.exact for smp in samples])
+    return out
+
+
+def _padded_samples(samples: list[ValueSample]) -> np.ndarray:
+    k = max(len(smp.values) for smp in samples)
+    out = np.full((len(samples), k), np.nan, dtype=np.float32)
+    for i, smp in enumerate(samples):
+        out[i, : len(smp.values)] = smp.values
+    return out
 
 
 ARRAYS_DOC = """analysis .npz contents (L layers, H heads, C channels, N docs, L+2 hidden states:
@@ -565,6 +804,11 @@ embedding, after each layer, final norm; m = min(map_size, example length)):
   sink_scores               [L, H, N] float32     per (layer, head, doc) sink score
   sink_scores_mean          [L, H] float64        averaged over docs
   sparsity_per_layer_zero_pct / _le_threshold_pct  [L]
+  hidden_sample             [L+2, k] float32      uniform sample of each hidden state's values (all of them when they fit;
+                                                 NaN pad), the population of the box plots (summary "hidden_box")
+  dead_head_eps             [E] float64           dead-head thresholds (if the model has self_attn.o_proj modules)
+  dead_head_inactive_fraction [E, L, H] float64   fraction of real tokens with max |head output| < eps
+  sink_scores_short         [L, H, N] float32     sink scores at T = sink_short_len (if set)
   sweep_lengths, sweep_sink_rate_<eps>, sweep_sparsity_zero_pct, sweep_sparsity_le_threshold_pct  (if a sweep ran)
 """
 
@@ -601,7 +845,7 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
 
     model_dir: a save_pretrained directory of SoftpickForCausalLM. data_dir: holds
     tokens_val.npy (1-D token ids, docs framed [BOS] ids [EOS]) and docs_val.npy (offsets,
-    n_docs + 1). NaN / inf in the summary are written as null. Returns the summary.
+    n_docs + 1). A NaN / inf weight or summary number raises NonFiniteError (nothing written). Returns the summary.
     """
     from transformers import AutoModelForCausalLM
 
@@ -612,10 +856,13 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
                           ("cpu" if device == "auto" else device))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[c["dtype"]]
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    check_finite_model(model, model_dir)  # a NaN model would give an all-null summary
     data_dir = Path(data_dir)
     tokens = np.load(data_dir / "tokens_val.npy", mmap_mode="r")
     offsets = np.load(data_dir / "docs_val.npy")
     summary, arrays = analyze_model(model, tokens, offsets, c, device, progress=True)
+    # every number of a healthy model's summary is finite (the echoed config may hold nulls)
+    check_finite_metrics(summary, out_json, optional=lambda path: path.split(".")[0] == "config")
     summary["model_dir"] = str(model_dir)
     summary["data_dir"] = str(data_dir)
     write_npz_atomic(out_npz, arrays)

@@ -1,5 +1,9 @@
 """File helpers: atomic writes (every artifact appears whole or not at all: temp file beside it, then
-rename) and sha256 checksums of the files the pipeline writes or verifies."""
+rename) and sha256 checksums of the files the pipeline writes or verifies.
+
+Files written here get the mode an ordinary ``open()`` would give them (0666 minus the umask: 0644
+under the usual umask 022), not tempfile's private 0600, so other users of a shared machine can read
+figures, tables and models."""
 from __future__ import annotations
 
 import contextlib
@@ -11,13 +15,34 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (/proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (the only portable way to read it)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """What open() / mkdir() would create: 0666 (files) or 0777 (directories) minus the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in path's directory; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, default_mode())  # mkstemp creates 0600
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb") as fh:

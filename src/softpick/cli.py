@@ -5,21 +5,61 @@
     python -m softpick evaluate  --variant softpick
     python -m softpick quantize  --variant softpick --bits 4
     python -m softpick analyze   --variant softpick
+    python -m softpick passkey   --variant softpick
     python -m softpick figures
 
 --config files are merged over configs/default.yaml in order; --set key.path=value overrides
-single keys. The Snakemake rules call run_stage() with the same arguments (workflow/scripts/).
+single keys. `python -m softpick <stage> --help` lists the options of one stage. The Snakemake
+rules call run_stage() with the same arguments (workflow/scripts/stage.py).
+
+Every stage starts its log with a header (stage_header: stage, variant, config digest, inputs and
+their sha256, device, package versions, git commit), verifies the data it reads
+(softpick.data.verify_data_dir) and ends with its wall time; progress bars redraw at most every
+PROGRESS_INTERVAL_S seconds, one line each, when the output is not a terminal.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from .config import load_config, run_paths
+from .config import REPO_ROOT, check_device_available, load_config, run_paths
 
-STAGES = ("data", "train", "evaluate", "quantize", "analyze", "figures")
+STAGES = ("data", "train", "evaluate", "quantize", "analyze", "passkey", "figures")
+STAGE_HELP = {
+    "data": "corpus -> tokenizer -> token files + manifest (results/<run>/data/)",
+    "train": "pretrain one attention variant (results/<run>/models/<variant>/)",
+    "evaluate": "lm-eval zero-shot tasks + held-out perplexity of one model",
+    "quantize": "weight-only quantization of one model at one bit width, then the same evaluation",
+    "analyze": "sink rate, kurtosis, activations and attention sparsity of one model",
+    "passkey": "passkey retrieval accuracy of one model at several prompt lengths",
+    "figures": "every figure and table of the run",
+}
+MODEL_STAGES = ("train", "evaluate", "quantize", "analyze", "passkey")  # take --variant; use config 'device'
+# The config sections each stage's work depends on: their sha256 is the header's stage digest.
+STAGE_SECTIONS = {
+    "data": ("seed", "data"),
+    "train": ("seed", "device", "data", "model", "train"),
+    "evaluate": ("device", "eval"),
+    "quantize": ("device", "quantize", "eval"),
+    "analyze": ("device", "analysis"),
+    "passkey": ("device", "passkey"),
+    "figures": ("run_name", "variants", "quantize"),
+}
+# Data splits each stage reads (verified against the manifest before it starts); val_docs.jsonl and
+# the tokenizer are verified for all of them.
+STAGE_SPLITS = {"train": ("train", "val"), "evaluate": (), "quantize": (), "analyze": ("val",), "passkey": ()}
+HEADER_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "lm_eval", "hqq", "snakemake")
+HASH_LIMIT_BYTES = 256 << 20  # inputs above this are listed with size and mtime, not hashed
+PROGRESS_INTERVAL_S = float(os.environ.get("SOFTPICK_PROGRESS_INTERVAL", "30"))
 
 # Where the figures stage finds each result under results/<run>/ (the Snakefile writes them there).
 RESULT_LAYOUT = {
@@ -31,12 +71,56 @@ RESULT_LAYOUT = {
 }
 
 
-def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None, root: str | Path = ".") -> None:
-    """Run one stage of the run described by `config`, reading and writing the standard layout."""
+def attention_kinds() -> tuple[str, ...]:
+    from .attention import KINDS
+
+    return tuple(KINDS)
+
+
+def quantize_choices() -> tuple[list[str], list[int]]:
+    """(methods, bit widths) the quantize registry implements."""
+    from .quantize import QUANTIZERS, SUPPORTED_BITS
+
+    methods = sorted(QUANTIZERS)
+    return methods, sorted({b for m in methods for b in SUPPORTED_BITS.get(m, ())}, reverse=True)
+
+
+def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None,
+              method: str | None = None, root: str | Path = ".", inputs: list[str] | None = None) -> None:
+    """Run one stage of the run described by `config`, reading and writing the standard layout.
+
+    Prints the stage header first (inputs: the Snakemake rule's, else the stage's files in the layout),
+    checks the device and the data before any work, and the wall time at the end."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     paths = run_paths(config, root)
-    if stage in ("train", "evaluate", "quantize", "analyze"):
+    if stage in MODEL_STAGES:
         if variant not in config["variants"]:
             raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
+        check_device_available(config)  # names the key; 'auto' falls back to the CPU
+    if stage == "quantize":
+        if bits not in config["quantize"]["bits"]:
+            raise ValueError(f"--bits must be one of config 'quantize.bits' {config['quantize']['bits']}, got {bits!r}")
+        method = method or config["quantize"]["method"]
+        methods, _ = quantize_choices()
+        if method not in methods:
+            raise ValueError(f"--method must be one of the implemented quantizers {methods}, got {method!r}")
+    t0 = time.perf_counter()
+    if _is_rank_zero():
+        if inputs is None:
+            inputs = default_inputs(stage, paths, variant)
+        print(stage_header(stage, config, variant=variant, bits=bits, method=method, inputs=inputs), file=sys.stderr,
+              flush=True)
+    if stage in STAGE_SPLITS:
+        from .data import verify_data_dir
+
+        verify_data_dir(paths["data"], STAGE_SPLITS[stage])
+    _run(stage, config, paths, variant, bits, method)
+    if _is_rank_zero():
+        print(f"softpick {stage}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int | None, method: str | None) -> None:
     model_dir = paths["models"] / variant if variant else None
     val_docs = paths["data"] / "val_docs.jsonl"
     device = config["device"]
@@ -47,7 +131,6 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
     elif stage == "train":
         from .train import train
 
-        _require(paths["data"] / "manifest.json", "data")
         train(config, variant, paths["data"], model_dir)
     elif stage == "evaluate":
         from .evaluate import evaluate_dir
@@ -57,24 +140,189 @@ def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int
     elif stage == "quantize":
         from .quantize import quantize_and_evaluate
 
-        if bits not in config["quantize"]["bits"]:
-            raise ValueError(f"--bits must be one of config 'quantize.bits' {config['quantize']['bits']}, got {bits!r}")
         _require(model_dir / "config.json", "train")
-        out = paths["quant"] / variant / f"{config['quantize']['method']}_{bits}bit.json"
-        quantize_and_evaluate(model_dir, config["quantize"], config["eval"], val_docs, out, device=_device(device), bits=bits)
+        out = paths["quant"] / variant / f"{method}_{bits}bit.json"
+        quantize_and_evaluate(model_dir, {**config["quantize"], "method": method}, config["eval"], val_docs, out,
+                              device=_device(device), bits=bits)
     elif stage == "analyze":
         from .analysis import run_analysis
 
         _require(model_dir / "config.json", "train")
         run_analysis(model_dir, paths["data"], config["analysis"], paths["analysis"] / f"{variant}.json",
                      paths["analysis"] / f"{variant}.npz", device=_device(device))
+    elif stage == "passkey":
+        from .passkey import run_passkey
+
+        _require(model_dir / "config.json", "train")
+        _require(paths["data"] / "tokenizer" / "tokenizer.json", "data")
+        run_passkey(model_dir, paths["data"], config.get("passkey", {}), paths["results"] / "passkey" / f"{variant}.json",
+                    variant=variant, seed=config["seed"], train_seq_len=config["train"]["seq_len"], device=_device(device))
     elif stage == "figures":
         from .plots import make_all
 
         make_all(paths["results"], paths["figures"], config["variants"], layout=RESULT_LAYOUT,
                  table_dir=paths["tables"], run_label=config["run_name"], strict=True)
-    else:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+
+
+# ----------------------------------------------------------------------------- the log header
+def _is_rank_zero() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def config_digest(config: dict, stage: str | None = None) -> str:
+    """sha256 of the resolved config (canonical JSON), of the sections `stage` depends on when given."""
+    part = config if stage is None else {k: config.get(k) for k in STAGE_SECTIONS[stage]}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def default_inputs(stage: str, paths: dict, variant: str | None) -> list[str]:
+    """The files a stage reads, in the standard layout (what the Snakemake rule lists as input)."""
+    data, model_dir = paths["data"], paths["models"] / (variant or "")
+    model = [model_dir / "config.json", model_dir / "model.safetensors"]
+    found = {
+        "data": [],
+        "train": [data / "manifest.json", data / "tokens_train.npy", data / "tokens_val.npy"],
+        "evaluate": [*model, data / "val_docs.jsonl"],
+        "quantize": [*model, data / "val_docs.jsonl"],
+        "analyze": [*model, data / "tokens_val.npy", data / "docs_val.npy"],
+        "passkey": [*model, data / "tokenizer" / "tokenizer.json"],
+        "figures": sorted(p for sub in ("eval", "quant", "analysis") for p in (paths["results"] / sub).rglob("*.json")),
+    }[stage]
+    return [str(p) for p in found]
+
+
+def describe_file(path: str | Path) -> str:
+    from .atomic import sha256_file
+
+    path = Path(path)
+    if not path.exists():
+        return f"{path} (missing)"
+    if path.is_dir():
+        return f"{path}/ (directory)"
+    size = path.stat().st_size
+    if size > HASH_LIMIT_BYTES:
+        return f"{path} {size} bytes, mtime {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(path.stat().st_mtime))} (not hashed: large)"
+    return f"{path} {size} bytes sha256 {sha256_file(path)}"
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [f"python {platform.python_version()}"]
+    for name in ("softpick", *HEADER_PACKAGES):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=REPO_ROOT, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=REPO_ROOT, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + (" (uncommitted changes)" if dirty else "")
+
+
+def _device_line(config: dict, stage: str) -> str:
+    if stage not in MODEL_STAGES:
+        return "cpu (this stage uses no accelerator)"
+    import torch
+
+    name = config["device"]
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}), config device '{config['device']}'"
+    return f"cpu ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}), config device '{config['device']}'"
+
+
+def stage_header(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None,
+                 method: str | None = None, inputs: list[str] = ()) -> str:
+    """The first lines of every stage log: what runs, on what, from which inputs and code."""
+    what = [f"stage {stage}"] + [f"{k} {v}" for k, v in (("variant", variant), ("method", method), ("bits", bits)) if v]
+    lines = [
+        "=" * 100,
+        f"softpick {', '.join(what)}   (run {config.get('run_name')}, started {time.strftime('%Y-%m-%d %H:%M:%S %Z')})",
+        f"config digest  {config_digest(config, stage)}  (sha256 of sections {', '.join(STAGE_SECTIONS[stage])})",
+        f"full config    {config_digest(config)}",
+        f"device         {_device_line(config, stage)}",
+        f"host           {platform.node()}, {platform.platform()}",
+        f"versions       {_versions()}",
+        f"git commit     {_git_commit()}",
+        f"inputs ({len(inputs)}):",
+        *(f"  {describe_file(p)}" for p in inputs),
+        "=" * 100,
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- logs
+class _LineStream:
+    """A text stream whose carriage returns become newlines: each progress-bar redraw is one log line."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text.replace("\r\n", "\n").replace("\r", "\n"))
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def log_friendly_progress(interval_s: float | None = None) -> None:
+    """Make every tqdm bar created from now on in this process redraw at most every interval_s seconds
+    (mininterval; maxinterval too, so tqdm's monitor thread does not redraw sooner; set_postfix no longer
+    forces a redraw). For output that is a file: called by redirect_output and by main() when stderr is
+    not a terminal."""
+    from tqdm import std
+
+    interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
+    cls = std.tqdm
+    if getattr(cls, "_softpick_interval", None) == interval_s:
+        return
+    original = cls.__dict__.get("_softpick_original_init", cls.__dict__["__init__"])
+    postfix = cls.__dict__.get("_softpick_original_set_postfix", cls.__dict__["set_postfix"])
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("mininterval", interval_s)
+        kwargs.setdefault("maxinterval", max(interval_s, kwargs["mininterval"]))
+        original.__get__(self, type(self))(*args, **kwargs)
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        """tqdm's, without the forced redraw (the next update past mininterval shows it)."""
+        return postfix(self, ordered_dict, refresh, **kwargs)
+
+    cls._softpick_original_init, cls._softpick_original_set_postfix = original, postfix
+    cls.__init__, cls.set_postfix = __init__, set_postfix
+    cls._softpick_interval = interval_s
+
+
+@contextlib.contextmanager
+def _stage_logging(stream):
+    """softpick.* INFO messages (e.g. the data stage's counts and timings) to `stream` while running."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("softpick")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not a second time through a root handler writing to the same log
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _device(name: str) -> str:
@@ -90,38 +338,62 @@ def _require(path: Path, stage: str) -> None:
 
 @contextlib.contextmanager
 def redirect_output(log_path: str | Path):
-    """Send this process's stdout / stderr (progress bars included) to log_path."""
+    """Send this process's stdout / stderr (progress bars included, one line per redraw at most every
+    PROGRESS_INTERVAL_S seconds) and softpick's INFO log to log_path."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        import logging
+    log_friendly_progress()
+    with open(log_path, "w", buffering=1) as raw:
+        fh = _LineStream(raw)
+        with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            handler = logging.StreamHandler(fh)
+            logging.getLogger().addHandler(handler)
+            try:
+                with _stage_logging(fh):
+                    yield
+            except BaseException:
+                import traceback
 
-        handler = logging.StreamHandler(fh)
-        logging.getLogger().addHandler(handler)
-        try:
-            yield
-        except BaseException:
-            import traceback
+                traceback.print_exc(file=fh)  # the log tells the whole story, not only Snakemake's terminal
+                raise
+            finally:
+                logging.getLogger().removeHandler(handler)
 
-            traceback.print_exc(file=fh)  # the log tells the whole story, not only Snakemake's terminal
-            raise
-        finally:
-            logging.getLogger().removeHandler(handler)
+
+def build_parser() -> argparse.ArgumentParser:
+    """`softpick <stage> [options]`: one subcommand per stage, each with its own --help."""
+    parser = argparse.ArgumentParser(prog="softpick", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML merged over configs/default.yaml (repeatable, in order)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set train.max_steps=50 (value parsed as YAML; repeatable)")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    kinds = attention_kinds()
+    for stage in STAGES:
+        p = sub.add_parser(stage, parents=[common], help=STAGE_HELP[stage], description=STAGE_HELP[stage])
+        if stage in MODEL_STAGES:
+            p.add_argument("--variant", required=True, choices=kinds,
+                           help="attention variant (one of config 'variants')")
+        if stage == "quantize":
+            methods, bits = quantize_choices()
+            p.add_argument("--bits", type=int, required=True, choices=bits, help="bit width (one of config 'quantize.bits')")
+            p.add_argument("--method", choices=methods, help="quantizer (default: config 'quantize.method')")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="softpick", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--config", action="append", default=[], help="YAML merged over configs/default.yaml (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key, e.g. train.max_steps=50")
-    parser.add_argument("--variant", help="attention variant (softmax | softpick) for train / evaluate / quantize / analyze")
-    parser.add_argument("--bits", type=int, help="bit width for quantize")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from .data import DataSourceUnavailableError
 
+    if not sys.stderr.isatty():  # a log file (e.g. the multi-process train rule's `> log 2>&1`)
+        log_friendly_progress()
+        sys.stderr = _LineStream(sys.stderr)
     try:
         config = load_config(args.config, args.set)
-        run_stage(args.stage, config, variant=args.variant, bits=args.bits)
+        with _stage_logging(sys.stderr):
+            run_stage(args.stage, config, variant=getattr(args, "variant", None), bits=getattr(args, "bits", None),
+                      method=getattr(args, "method", None))
     except (ValueError, FileNotFoundError, DataSourceUnavailableError) as err:
         print(f"softpick {args.stage}: error: {err}", file=sys.stderr)
         return 2

@@ -3,11 +3,25 @@
 The schema lives in workflow/schemas/config.schema.json (one fragment per pipeline section,
 referenced by "$ref": "<section>.schema.json"). Validation happens before any work starts and
 names the offending key, e.g. "config key 'train.lr': 'fast' is not of type 'number'".
+
+Numbers: PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string, while YAML 1.2, JSON and
+Python read it as 0.001. Whatever loaded the config (this module, Snakemake's ``configfile:`` /
+``--config``, ``--set``), :func:`validate_config` converts a string that parses as a float into
+that float where the schema allows a number and not a string, before validating, in place (so the
+Snakefile's ``config`` holds the number too). ``"fast"`` stays a string and is reported.
+
+Beyond the schema, :func:`validate_config` checks what the schema cannot express: run_name is one
+directory name (not "." / ".."), batch and head divisibility, the quantization group size against the
+quantized layers' weight counts, and ``device: cuda`` against this machine (set
+``SOFTPICK_SKIP_DEVICE_CHECK=1`` where the Snakefile is parsed on a host without the jobs' GPUs,
+e.g. a cluster login node).
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -74,14 +88,50 @@ def _describe(error) -> str:
     return f"config key '{where}': {error.message}"
 
 
-def validate_config(config: dict) -> dict:
-    """Raise ConfigError naming every bad key; return the config unchanged when valid."""
+# A YAML 1.2 / JSON float written without a dot, which YAML 1.1 (PyYAML) leaves a string: 1e-3, 5E+4, -2e10
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
+
+
+def _types(schema: dict) -> set:
+    t = schema.get("type", ())
+    types = {t} if isinstance(t, str) else set(t)
+    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
+        types |= _types(branch)
+    return types
+
+
+def coerce_numbers(node: Any, schema: dict) -> Any:
+    """Replace, in place, strings like "1e-3" by floats where `schema` takes a number but no string."""
+    if isinstance(node, dict):
+        props = schema.get("properties", {})
+        for key, value in node.items():
+            sub = props.get(key, schema.get("additionalProperties"))
+            if isinstance(sub, dict):
+                node[key] = coerce_numbers(value, sub)
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        node[:] = [coerce_numbers(v, schema["items"]) for v in node]
+    elif isinstance(node, str) and _FLOAT_TEXT.match(node.strip()):
+        types = _types(schema)
+        if "number" in types and "string" not in types:
+            return float(node)
+    return node
+
+
+def validate_config(config: dict, *, check_device: bool = True) -> dict:
+    """Raise ConfigError naming every bad key; return the config when valid.
+
+    Numeric strings such as "1e-3" become floats in place where the schema asks for a number.
+    check_device: reject device 'cuda' when torch sees no CUDA device (the Snakefile: every job
+    runs here; the CLI checks it only for the stages that use the device)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(load_schema())
+    schema = load_schema()
+    coerce_numbers(config, schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _check_run_name(config["run_name"])
     train = config["train"]
     if train["global_batch_size"] % train["micro_batch_size"]:
         raise ConfigError(
@@ -94,7 +144,73 @@ def validate_config(config: dict) -> dict:
             f"config key 'model.hidden_size' ({model['hidden_size']}) must be divisible by "
             f"'model.num_attention_heads' ({model['num_attention_heads']})"
         )
+    kv_heads = model.get("num_key_value_heads")
+    if kv_heads is not None and model["num_attention_heads"] % kv_heads:
+        raise ConfigError(
+            f"config key 'model.num_key_value_heads' ({kv_heads}) must divide "
+            f"'model.num_attention_heads' ({model['num_attention_heads']}): each key/value head serves a whole group"
+        )
+    _check_group_size(config)
+    if check_device:
+        check_device_available(config)
     return config
+
+
+def _check_run_name(run_name: str) -> None:
+    if run_name in (".", "..") or any(sep and sep in run_name for sep in ("/", "\\", os.sep, os.altsep)):
+        raise ConfigError(
+            f"config key 'run_name': {run_name!r} is not a plain directory name: outputs go to "
+            f"results/<run_name>/, which would then be results/ itself or lie outside it (e.g. the committed data/)"
+        )
+
+
+def check_device_available(config: dict) -> None:
+    """ConfigError when config 'device' is 'cuda' and torch sees no CUDA device ('auto' falls back to CPU)."""
+    if config.get("device") != "cuda" or os.environ.get("SOFTPICK_SKIP_DEVICE_CHECK", "") not in ("", "0"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "config key 'device': 'cuda' but torch sees no CUDA device on this machine; set device: cpu or auto "
+            "(parsing on a host without the jobs' GPUs, e.g. a cluster login node: SOFTPICK_SKIP_DEVICE_CHECK=1)"
+        )
+
+
+def _vocab_size(config: dict) -> int | None:
+    tok = config.get("data", {}).get("tokenizer", {}) or {}
+    return tok.get("vocab_size", 8192) if tok.get("kind", "bpe") == "bpe" else None
+
+
+def _check_group_size(config: dict) -> None:
+    """Every weight HQQ quantizes is split into groups of quantize.group_size consecutive weights, so
+    each quantized layer's weight count must be a multiple of it (the layers: softpick.quantize.linear_layers
+    of the configured model, built on the meta device). The lm_head counts only when quantized and the
+    vocabulary size is known before the data stage (a BPE tokenizer)."""
+    quant = config.get("quantize", {})
+    group = quant.get("group_size")
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+        return
+    import torch
+
+    from .quantize import linear_layers
+    from .train import build_model
+
+    lm_head = bool(quant.get("quantize_lm_head", False))
+    vocab = _vocab_size(config) if lm_head else None
+    bad: dict[str, tuple] = {}
+    for variant in config["variants"]:
+        with torch.device("meta"):
+            model = build_model(config["model"], variant, vocab or 256, config["train"]["seq_len"])
+        for name, layer in linear_layers(model, lm_head and vocab is not None):
+            if layer.weight.numel() % group:
+                bad.setdefault(name.split(".")[-1] if ".layers." in name else name, tuple(layer.weight.shape))
+    if bad:
+        shapes = ", ".join(f"{n} {list(s)}" for n, s in bad.items())
+        raise ConfigError(
+            f"config key 'quantize.group_size' ({group}) does not divide the weight count of the quantized "
+            f"layers {shapes}: HQQ splits each weight into groups of group_size consecutive values"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -106,7 +222,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (), *, base: Path | None = DEFAULT_CONFIG) -> dict:
-    """Merge `paths` (in order) over the default config, apply key=value overrides, validate."""
+    """Merge `paths` (in order) over the default config, apply key=value overrides, validate (all but
+    the device, which softpick.cli.run_stage checks for the stages that use it)."""
     config: dict = {}
     for path in ([base] if base else []) + [Path(p) for p in paths]:
         if not Path(path).exists():
@@ -121,7 +238,7 @@ def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
-    return validate_config(config)
+    return validate_config(config, check_device=False)  # run_stage checks it for the stages that use it
 
 
 def run_paths(config: dict, root: Path | str = ".") -> dict[str, Path]:

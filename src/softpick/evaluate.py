@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .atomic import write_json_atomic
+from .finite import check_finite_metrics, check_finite_model
 from .lm_eval_tasks import loader
 
 TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "lambada", "piqa", "hellaswag", "winogrande",
@@ -238,7 +239,14 @@ def load_model_dir(model_dir: str | Path, device: str = "cpu"):
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    check_finite_model(model, model_dir)  # a NaN model would still give accuracies
     return model.to(device).eval(), tokenizer
+
+
+def check_eval_metrics(record: dict, source) -> None:
+    """NonFiniteError when an accuracy / perplexity of `record` is NaN, inf or missing (stderrs may be null)."""
+    check_finite_metrics({"tasks": record["tasks"], "perplexity": record.get("perplexity") or {}}, source,
+                         optional=lambda path: path.endswith("_stderr"))
 
 
 def eval_kwargs(eval_cfg: dict) -> dict:
@@ -255,6 +263,7 @@ def evaluate_dir(model_dir: str | Path, eval_cfg: dict, val_docs: str | Path | N
     model, tokenizer = load_model_dir(model_dir, device)
     res = evaluate_model(model, tokenizer, val_docs=val_docs, device=device, **eval_kwargs(eval_cfg))
     record = {"model_dir": str(model_dir), **res, "seconds": round(time.perf_counter() - t0, 3)}
+    check_eval_metrics(record, out_json)
     write_json_atomic(out_json, record)
     return record
 

@@ -68,8 +68,10 @@ def _rewrite(node: ast.ImportFrom, target: str) -> str:
     if submodules:
         if any(_excluded(m) for m, _ in submodules):
             return f"raise ImportError({submodules[0][0] + ' is not exported with the model'!r})"
-        return "from . import " + ", ".join(f"{flat_name(m)} as {alias or m.rsplit('.', 1)[1]}"
-                                              for m, alias in submodules)
+        # transformers copies only the files named in `from .<file> import ...`: name each one that way,
+        # then bind the module itself
+        return "\n".join(f"from .{flat_name(m)} import __name__ as _{flat_name(m)}_name\n"
+                         f"from . import {flat_name(m)} as {alias or m.rsplit('.', 1)[1]}" for m, alias in submodules)
     return f"from .{flat_name(target)} import {names}"
 
 
@@ -95,7 +97,7 @@ def flatten_module(module: str) -> tuple[str, list[str]]:
         first = lines[start - 1]
         if first[:col].strip():
             raise ValueError(f"{path}:{start}: an import after other code on one line cannot be exported")
-        lines[start - 1:end] = [first[:col] + new + "\n"]
+        lines[start - 1:end] = [first[:col] + new.replace("\n", "\n" + first[:col]) + "\n"]
     header = f"# Generated from {module} by softpick.hf_export at export time; do not edit.\n"
     return header + "".join(lines), needed
 

@@ -1,4 +1,4 @@
-"""A Llama-style decoder whose attention function is chosen by config (softmax or softpick).
+"""A Llama-style decoder whose attention function is chosen by config (softmax, softpick or a variant).
 
 Pre-RMSNorm, RoPE, SwiGLU MLP, no biases, untied embeddings, as in the paper's models
 (PAPER.md). It is a transformers PreTrainedModel, so save_pretrained / from_pretrained and
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .attention import BACKENDS, KINDS, attention
+from .attention import BACKENDS, KINDS, KindParameters, attention, get_kind
 
 
 class SoftpickConfig(PretrainedConfig):
@@ -112,6 +112,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=False)
         self.v_proj = nn.Linear(C, self.n_kv * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, C, bias=False)
+        self.kind_params = get_kind(config.attention_kind).make_params(config)  # learned per-kind parameters, or None
 
     def forward(self, x, cos, sin, attention_mask, output_attentions: bool, cache=None):
         B, T, _ = x.shape
@@ -129,6 +130,8 @@ class Attention(nn.Module):
             attention_mask=attention_mask,
             return_weights=output_attentions,
             backend=self.config.attention_backend,
+            params=self.kind_params,
+            layer_input=x,
         )
         return self.o_proj(out.reshape(B, T, -1)), weights
 
@@ -172,6 +175,8 @@ class SoftpickPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, RMSNorm):
             nn.init.ones_(module.weight)
+        elif isinstance(module, KindParameters):
+            module.init_weights(std)
 
 
 class SoftpickModel(SoftpickPreTrainedModel):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,24 +30,36 @@ from matplotlib import colors as mcolors  # noqa: E402
 from .atomic import atomic_path
 
 __all__ = [
-    "COLORS", "PAPER_ANALYSIS_REFERENCE", "PAPER_ANALYSIS_REFERENCE_10K", "DEFAULT_LAYOUT",
+    "COLORS", "PAPER_ANALYSIS_REFERENCE", "PAPER_ANALYSIS_REFERENCE_10K", "PAPER_ANALYSIS_V4", "PAPER_EVAL_V4",
+    "DEFAULT_LAYOUT",
     "plot_training_loss", "plot_attention_maps", "plot_hidden_states", "plot_sink_rate",
-    "plot_sink_scores", "plot_length_sweep", "plot_quantization",
-    "write_analysis_table", "write_eval_table", "write_quant_table", "make_all",
+    "plot_sink_scores", "plot_length_sweep", "plot_quantization", "plot_hidden_box",
+    "write_analysis_table", "write_eval_table", "write_eval_table_all", "write_quant_table", "make_all",
 ]
 
 # Okabe-Ito colour-blind-safe palette. softmax and softpick keep their colours in every figure.
 COLORS: dict[str, str] = {
-    "softmax": "#D55E00",          # vermillion
-    "softpick": "#0072B2",         # blue
-    "scaled_softpick": "#56B4E9",  # sky blue
-    "rectified_softmax": "#E69F00",
-    "softmax_plus_one": "#CC79A7",
-    "gated": "#009E73",
-    "learned_sink": "#999999",
+    "softmax": "#D55E00",            # vermillion
+    "softpick": "#0072B2",           # blue
+    "scaled_softpick": "#56B4E9",    # sky blue
+    "rectified_softmax": "#E69F00",  # orange
+    "relu_softmax": "#000000",       # black
+    "softmax_plus_one": "#CC79A7",   # reddish purple
+    "gated": "#009E73",              # bluish green
+    "learned_sink": "#999999",       # grey
 }
 _FALLBACK = ["#009E73", "#F0E442", "#CC79A7", "#56B4E9", "#E69F00", "#000000"]
-LABELS = {"softmax": "softmax", "softpick": "softpick"}
+# Display names of the attention kinds (the same as softpick.attention.kinds' labels; a test keeps them equal).
+LABELS = {
+    "softmax": "softmax",
+    "softpick": "softpick",
+    "scaled_softpick": "scaled softpick",
+    "rectified_softmax": "rectified-only softmax",
+    "relu_softmax": "ReLU softmax",
+    "softmax_plus_one": "softmax+1",
+    "gated": "gated attention",
+    "learned_sink": "learned sink (GPT-OSS)",
+}
 
 # Reference numbers from PAPER.md, "Code-measured analysis numbers": measured by the authors'
 # analysis scripts (result files of their public code, not the PDF) on their 340M / 1.8B models
@@ -74,6 +87,51 @@ PAPER_ANALYSIS_REFERENCE_10K: list[dict] = [
     {"model": "340M softpick (paper code, 10k steps)", "variant": "softpick", "sink_0.2": 0.024, "sink_0.3": 0.002,
      "kurtosis": 216.0, "min": None, "max": 25.4, "max_abs": None, "sparsity_zero": 93.78, "sparsity_le": None},
 ]
+# PAPER.md, "The paper's analysis tables (v4)", Table 2 (the paper's own numbers, cited as "the paper"),
+# with the dead-head shares of v4 section 7.2 (eps 1e-6, >= 95% of 5M tokens; reported for softpick only).
+# max_abs = max(|min|, |max|); sparsity = exact zeros of the causal lower triangle; T = 64 sink rate not reported.
+PAPER_ANALYSIS_V4: list[dict] = [
+    {"model": "340M softmax (paper v4 Table 2)", "variant": "softmax", "sink_0.2": 68.28, "sink_0.3": 63.41,
+     "kurtosis": 33510.81, "min": -207.55, "max": 240.27, "max_abs": 240.27, "sparsity_zero": 4.53, "sparsity_le": None,
+     "dead_1e-06": None},
+    {"model": "340M softpick (paper v4 Table 2)", "variant": "softpick", "sink_0.2": 0.0, "sink_0.3": 0.0,
+     "kurtosis": 340.96, "min": -45.03, "max": 36.21, "max_abs": 45.03, "sparsity_zero": 99.34, "sparsity_le": None,
+     "dead_1e-06": 9.11},
+    {"model": "1.8B softmax (paper v4 Table 2)", "variant": "softmax", "sink_0.2": 41.73, "sink_0.3": 14.96,
+     "kurtosis": 74456.81, "min": -173.48, "max": 371.43, "max_abs": 371.43, "sparsity_zero": 4.28, "sparsity_le": None,
+     "dead_1e-06": None},
+    {"model": "1.8B softpick (paper v4 Table 2)", "variant": "softpick", "sink_0.2": 0.0, "sink_0.3": 0.0,
+     "kurtosis": 2193.27, "min": -51.05, "max": 101.51, "max_abs": 101.51, "sparsity_zero": 95.63, "sparsity_le": None,
+     "dead_1e-06": 20.90},
+]
+PAPER_V4_SOURCE = ("PAPER.md, 'The paper's analysis tables (v4)': Table 2 (sink rate over 1000 SlimPajama samples, "
+                   "the rest over 10 samples) and the dead heads of v4 §7.2 (ε = 1e-6, ≥ 95% of 5M tokens; softpick only; "
+                   "after 10k steps 17.19% at 340M, 42.87% at 1.8B)")
+
+# PAPER.md, "Evaluation and quantization (v4)", Table 1: zero-shot lm-eval, in %; LAMBADA (openai) perplexity;
+# word perplexity on WikiText (ours: the held-out corpus). None = not given in PAPER.md.
+PAPER_EVAL_V4: list[dict] = [
+    {"model": "340M softmax (paper v4 Table 1)", "arc_easy": {"acc": 60.35, "acc_norm": 56.61},
+     "lambada": {"acc": 36.25, "perplexity": 30.33}, "piqa": {"acc": 66.97, "acc_norm": 66.59},
+     "sciq": {"acc": 83.20, "acc_norm": 74.90}, "word_perplexity": 23.85},
+    {"model": "340M softpick (paper v4 Table 1)", "arc_easy": {"acc": 61.11, "acc_norm": 56.73},
+     "lambada": {"acc": 36.21, "perplexity": 28.63}, "piqa": {"acc": 66.59, "acc_norm": 66.49},
+     "sciq": {"acc": 83.60, "acc_norm": 77.30}, "word_perplexity": 24.32},
+    {"model": "1.8B softmax (paper v4 Table 1)", "arc_easy": {"acc": None, "acc_norm": 67.21},
+     "lambada": {"acc": 49.43, "perplexity": 11.38}, "piqa": {"acc": None, "acc_norm": 73.61},
+     "sciq": {"acc": None, "acc_norm": 86.40}, "word_perplexity": 15.10},
+    {"model": "1.8B softpick (paper v4 Table 1)", "arc_easy": {"acc": None, "acc_norm": 62.04},
+     "lambada": {"acc": 43.51, "perplexity": 15.81}, "piqa": {"acc": None, "acc_norm": 70.89},
+     "sciq": {"acc": None, "acc_norm": 80.40}, "word_perplexity": 17.87},
+]
+# The columns of the paper's Table 1: (task, metric, header).
+TABLE1_COLUMNS: list[tuple[str, str, str]] = [
+    ("arc_easy", "acc", "ARC-e acc"), ("arc_easy", "acc_norm", "ARC-e acc_norm"),
+    ("lambada", "acc", "LAMBADA acc"), ("lambada", "perplexity", "LAMBADA ppl"),
+    ("piqa", "acc", "PIQA acc"), ("piqa", "acc_norm", "PIQA acc_norm"),
+    ("sciq", "acc", "SciQ acc"), ("sciq", "acc_norm", "SciQ acc_norm"),
+]
+
 PAPER_REFERENCE_SOURCE = ("PAPER.md, 'Code-measured analysis numbers' (authors' analysis scripts, arXiv 2504.20966; "
                           "340M/1.8B models, 100k steps x 524k tokens: a different scale from ours)")
 
@@ -335,32 +393,169 @@ def plot_hidden_states(npz_paths: Mapping[str, str | Path], out) -> list[Path]:
     return save_figure(fig, out, cap)
 
 
+def _state_labels(n: int) -> list[str]:
+    """emb, 0 .. n-3, out: the hidden states of the analysis (embedding, after each layer, final norm)."""
+    return ["emb"] + [str(i) for i in range(n - 2)] + ["out"]
+
+
+def _thin(x: np.ndarray, k: int) -> np.ndarray:
+    """At most k values of x: the most extreme k // 2 by |x| and an evenly spaced pick of the rest (deterministic)."""
+    if x.size <= k:
+        return x
+    order = np.argsort(-np.abs(x), kind="stable")
+    head, rest = order[: k // 2], np.sort(order[k // 2:])
+    pick = rest[np.linspace(0, rest.size - 1, k - head.size).astype(int)]
+    return x[np.concatenate([head, pick])]
+
+
+def _box_linthresh(samples: Sequence[np.ndarray]) -> float:
+    """Linear range of the symlog axis: the median over hidden states of the larger |quartile| (boxes stay linear)."""
+    ext = []
+    for smp in samples:
+        for row in smp:
+            x = row[~np.isnan(row)]
+            if x.size:
+                q1, q3 = np.quantile(x, [0.25, 0.75])
+                ext.append(max(abs(q1), abs(q3)))
+    ext = [e for e in ext if e > 0]
+    return float(10 ** np.floor(np.log10(np.median(ext)))) if ext else 1.0
+
+
+def plot_hidden_box(json_paths: Mapping[str, str | Path], npz_paths: Mapping[str, str | Path], out,
+                    max_outliers: int = 120, linthresh: float | None = None) -> list[Path] | None:
+    """Per-layer box plots of the hidden-state values (the paper's Fig. 4), one panel per variant, shared
+    symlog y axis (linear within ±linthresh; None = a power of ten near the typical box). Boxes: quartiles
+    and 1.5 IQR whiskers of each hidden state's sample (analysis `hidden_sample`); dots: up to max_outliers
+    of the sample's outliers; diamonds: the exact min and max over every analysed value. None when no npz
+    holds a hidden_sample."""
+    import pandas as pd
+    import seaborn as sns
+
+    data = {}
+    for v, p in npz_paths.items():
+        with np.load(p) as z:
+            if "hidden_sample" in z.files:
+                data[v] = z["hidden_sample"]
+    if not data:
+        return None
+    sums = {v: _load_json(json_paths[v]) for v in data if v in json_paths}
+    linthresh = linthresh or _box_linthresh(list(data.values()))
+    n = len(data)
+    fig, axes = plt.subplots(1, n, figsize=(max(5.0, 0.42 * max(a.shape[0] for a in data.values()) + 2.0) * n, 4.8),
+                             sharey=True, squeeze=False)
+    notes = []
+    for ax, (v, smp) in zip(axes[0], data.items()):
+        labels = _state_labels(smp.shape[0])
+        vals = [row[~np.isnan(row)].astype(np.float64) for row in smp]
+        df = pd.DataFrame({"hidden state": np.repeat(labels, [len(x) for x in vals]), "value": np.concatenate(vals)})
+        with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated `vert` to bxp
+            warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+            sns.boxplot(data=df, x="hidden state", y="value", order=labels, whis=1.5, showfliers=False, ax=ax,
+                        color=color(v), width=0.6, linewidth=1.0, boxprops={"alpha": 0.55})
+        s = sums.get(v, {})
+        box = s.get("hidden_box") or {}
+        fl = []
+        for i, (lab, x) in enumerate(zip(labels, vals)):
+            if box.get("whisker_lo") and box["whisker_lo"][i] is not None:
+                lo, hi = box["whisker_lo"][i], box["whisker_hi"][i]
+            else:
+                q1, q3 = np.quantile(x, [0.25, 0.75]) if x.size else (np.nan, np.nan)
+                lo, hi = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
+            fl += [(lab, float(y)) for y in _thin(x[(x < lo) | (x > hi)], max_outliers)]
+        if fl:
+            sns.stripplot(data=pd.DataFrame(fl, columns=["hidden state", "value"]), x="hidden state", y="value",
+                          order=labels, ax=ax, color=color(v), size=2.2, alpha=0.45, jitter=0.18, zorder=3)
+        per = s.get("per_hidden_state") or {}
+        if per.get("min") and per.get("max") and len(per["min"]) == len(labels):
+            ext = [(lab, _num(per[k][i])) for i, lab in enumerate(labels) for k in ("min", "max")]
+            sns.stripplot(data=pd.DataFrame(ext, columns=["hidden state", "value"]), x="hidden state", y="value",
+                          order=labels, ax=ax, color="black", marker="D", size=4, jitter=False, zorder=4)
+        peak = _num(s.get("max_abs")) if s else float(np.nanmax(np.abs(smp)))
+        ax.set_title(f"{_label(v)} (max |h| {peak:.1f})", color=color(v), fontweight="bold")
+        ax.set(xlabel="hidden state (emb = embedding, out = final norm)", ylabel="value (symlog)" if ax is axes[0][0] else "")
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.axhspan(-linthresh, linthresh, color="#eeeeee", zorder=0, lw=0)
+        if len(labels) > 14:
+            for t in ax.get_xticklabels():
+                t.set_rotation(90)
+        if box.get("exact"):
+            notes.append("every value" if all(box["exact"]) else
+                         f"a uniform sample of {max(box['sample_size'])} values per hidden state")
+    where = (notes[0] if len(set(notes)) == 1 else
+             "; ".join(f"{_label(v)}: {t}" for v, t in zip(data, notes))) if notes else "the analysis sample"
+    fig.suptitle("Hidden-state values per layer", fontsize=12)
+    cap = ("Boxes: quartiles; whiskers: the most extreme value within 1.5 IQR; dots: up to "
+           f"{max_outliers} outliers per hidden state (the most extreme half and an even spread of the rest); "
+           f"diamonds: exact min and max over all analysed tokens; grey band: linear part (±{linthresh:g}) of the "
+           f"symlog axis. Boxes drawn from {where}.")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return save_figure(fig, out, cap)
+
+
 # ------------------------------------------------------------------------------- sink rate
 _EPS_STYLE = {"0.3": "-", "0.2": "--"}
 
 
-def plot_sink_rate(json_paths: Mapping[str, str | Path], out) -> list[Path]:
-    """Per-layer sink rate (ε = 0.2 dashed, 0.3 solid) and per-layer sparsity, softmax vs softpick."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for v, p in json_paths.items():
-        s = _load_json(p)
-        for e, ys in s["sink_rate_per_layer"].items():
-            ys = np.array([_num(y) for y in ys])
-            ax.plot(np.arange(len(ys)), ys, _EPS_STYLE.get(e, ":"), marker="o", ms=4, color=color(v), lw=1.8,
-                    label=f"{_label(v)}, ε={e} (all layers {_num(s['sink_rate'][e]):.2f}%)")
-        sp = s["sparsity_per_layer"]
-        ax2.plot(np.arange(len(sp["exact_zero_pct"])), [_num(x) for x in sp["exact_zero_pct"]], "-o", ms=4,
-                 color=color(v), lw=1.8, label=f"{_label(v)}, exactly 0 ({_num(s['sparsity']['exact_zero_pct']):.1f}%)")
-        ax2.plot(np.arange(len(sp["le_threshold_pct"])), [_num(x) for x in sp["le_threshold_pct"]], "--", color=color(v),
-                 lw=1.2, label=f"{_label(v)}, |a| ≤ {s['sparsity'].get('threshold', 1e-5):g}")
-    ax.set(xlabel="layer", ylabel="sink rate (% of head × doc pairs)", title="Attention sink rate per layer", ylim=(-3, 103))
+# one marker per variant, filled for eps 0.3 / open for 0.2, and a small horizontal dodge per series:
+# series that coincide (e.g. every softpick layer at 0 %, at both eps) stay distinguishable
+_VARIANT_MARKERS = {"softmax": "o", "softpick": "s"}
+_MARKER_CYCLE = ["D", "^", "v", "P", "X"]
+
+
+def _marker(variant: str) -> str:
+    return _VARIANT_MARKERS.get(variant, _MARKER_CYCLE[sum(map(ord, variant)) % len(_MARKER_CYCLE)])
+
+
+def _dodge(n: int, width: float = 0.36) -> np.ndarray:
+    """n evenly spaced x offsets centred on 0, spanning `width` (layers are 1 apart)."""
+    return np.zeros(1) if n <= 1 else np.linspace(-width / 2, width / 2, n)
+
+
+def _plot_per_layer_sink(ax, sources: Mapping[str, dict], title: str) -> None:
+    """sources: {variant: a dict with "sink_rate_per_layer" and "sink_rate" (a summary or its sink_rate_short)}."""
+    series = [(v, e) for v, src in sources.items() for e in src["sink_rate_per_layer"]]
+    for off, (v, e) in zip(_dodge(len(series)), series):
+        src = sources[v]
+        ys = np.array([_num(y) for y in src["sink_rate_per_layer"][e]])
+        ax.plot(np.arange(len(ys)) + off, ys, _EPS_STYLE.get(e, ":"), marker=_marker(v), ms=5, color=color(v), lw=1.6,
+                mfc="white" if e == "0.2" else color(v), mew=1.4,
+                label=f"{_label(v)}, ε={e} (all layers {_num(src['sink_rate'][e]):.2f}%)")
+    ax.set(xlabel="layer", ylabel="sink rate (% of head × doc pairs)", title=title, ylim=(-3, 103))
     ax.legend(fontsize=8, handlelength=3.5)
+
+
+def plot_sink_rate(json_paths: Mapping[str, str | Path], out) -> list[Path]:
+    """Per-layer sink rate at the full length and (when measured) at T = sink_short_len, and per-layer
+    sparsity, softmax vs softpick. ε = 0.3 solid / filled markers, 0.2 dashed / open markers; each
+    series is dodged sideways so that coinciding series (several at 0 %) stay visible."""
+    sums = {v: _load_json(p) for v, p in json_paths.items()}
+    short = [s.get("sink_rate_short") for s in sums.values() if s.get("sink_rate_short")]
+    n = 3 if short else 2
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 4.4))
+    lens = sorted({s.get("max_len") for s in sums.values() if s.get("max_len")})
+    full = f"documents up to {lens[0]} tokens" if len(lens) == 1 else "full length"
+    _plot_per_layer_sink(axes[0], sums, f"Sink rate per layer ({full})")
+    if short:
+        T = sorted({r["length"] for r in short})
+        _plot_per_layer_sink(axes[1], {v: s["sink_rate_short"] for v, s in sums.items() if s.get("sink_rate_short")},
+                             f"Sink rate per layer (first {', '.join(map(str, T))} tokens)")
+    ax2 = axes[-1]
+    offsets = _dodge(2 * len(sums))
+    for k, (v, s) in enumerate(sums.items()):
+        sp = s["sparsity_per_layer"]
+        x = np.arange(len(sp["exact_zero_pct"]))
+        ax2.plot(x + offsets[2 * k], [_num(y) for y in sp["exact_zero_pct"]], "-", marker=_marker(v), ms=5,
+                 color=color(v), lw=1.6, label=f"{_label(v)}, exactly 0 ({_num(s['sparsity']['exact_zero_pct']):.1f}%)")
+        ax2.plot(x + offsets[2 * k + 1], [_num(y) for y in sp["le_threshold_pct"]], "--", marker=_marker(v), ms=5,
+                 mfc="white", mew=1.2, color=color(v), lw=1.2,
+                 label=f"{_label(v)}, |a| ≤ {s['sparsity'].get('threshold', 1e-5):g}")
     ax2.set(xlabel="layer", ylabel="% of causal attention entries", title="Attention sparsity per layer", ylim=(-3, 103))
     ax2.legend(fontsize=8, handlelength=3.5)
-    for a in (ax, ax2):
+    for a in axes:
         a.xaxis.get_major_locator().set_params(integer=True)
-    cap = ("Sink rate: % of (head, doc) pairs whose mean attention on the first token exceeds ε (padded queries excluded). "
-           "Sparsity: causal lower triangle incl. diagonal.")
+    cap = ("Sink rate: % of (head, doc) pairs whose mean attention on the first token exceeds ε (padded queries excluded); "
+           "the short panel truncates the same documents (Gu et al.'s T = 64 protocol). Series are shifted sideways "
+           "around each layer so coinciding ones stay visible. Sparsity: causal lower triangle incl. diagonal.")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, out, cap)
 
@@ -552,52 +747,123 @@ def _tables(header: list[str], rows: list[list[str]], caption: str, label: str, 
     return paths
 
 
+def _short_len(sums: Mapping[str, dict]) -> int | None:
+    lens = sorted({(x.get("sink_rate_short") or {}).get("length") for x in sums.values()} - {None})
+    return lens[0] if len(lens) == 1 else None
+
+
+def _dead_eps(sums: Mapping[str, dict]) -> list[str]:
+    out: list[str] = []
+    for x in sums.values():
+        for e in ((x.get("dead_heads") or {}).get("pct") or {}):
+            if e not in out:
+                out.append(e)
+    return out or ["1e-06"]
+
+
 def write_analysis_table(json_paths: Mapping[str, str | Path], out, run_label: str = "ours",
                          include_reference: bool = True) -> list[Path]:
-    """Analysis table for our models beside the paper's code-measured numbers (PAPER.md)."""
-    header = ["model", "sink % ε=0.2", "sink % ε=0.3", "kurtosis", "min", "max", "max |·|",
-              "sparsity % (=0)", "sparsity % (≤1e-5)"]
+    """Analysis table: our models (full-length and T = sink_short_len sink rates side by side, dead heads)
+    beside the paper's v4 Table 2 and the authors' code-measured numbers (PAPER.md), marked as another scale."""
+    sums = {v: _load_json(p) for v, p in json_paths.items()}
+    T = _short_len(sums)
+    tlab = f"T={T}" if T else "short"
+    deps = _dead_eps(sums)
+    header = (["model", "sink % ε=0.2", "sink % ε=0.3", f"sink % ε=0.2 ({tlab})", f"sink % ε=0.3 ({tlab})",
+               "kurtosis", "min", "max", "max |·|", "sparsity % (=0)", "sparsity % (≤1e-5)"]
+              + [f"dead heads % (ε={e})" for e in deps])
     rows, groups = [], [0]
-    for v, p in json_paths.items():
-        s = _load_json(p)
+    for v, s in sums.items():
         sr = s.get("sink_rate", {})
+        sh = (s.get("sink_rate_short") or {}).get("sink_rate") or {}
         sp = s.get("sparsity", {})
+        dh = (s.get("dead_heads") or {}).get("pct") or {}
         name = f"{_label(v)} ({run_label}, {s.get('num_docs', '?')} docs, len {s.get('max_len', '?')})"
-        rows.append([name, _fmt(sr.get("0.2"), "pct"), _fmt(sr.get("0.3"), "pct"), _fmt(s.get("kurtosis"), "kurt"),
-                     _fmt(s.get("min")), _fmt(s.get("max")), _fmt(s.get("max_abs")),
-                     _fmt(sp.get("exact_zero_pct"), "pct"), _fmt(sp.get("le_threshold_pct"), "pct")])
+        rows.append([name, _fmt(sr.get("0.2"), "pct"), _fmt(sr.get("0.3"), "pct"), _fmt(sh.get("0.2"), "pct"),
+                     _fmt(sh.get("0.3"), "pct"), _fmt(s.get("kurtosis"), "kurt"), _fmt(s.get("min")), _fmt(s.get("max")),
+                     _fmt(s.get("max_abs")), _fmt(sp.get("exact_zero_pct"), "pct"), _fmt(sp.get("le_threshold_pct"), "pct")]
+                    + [_fmt(dh.get(e), "pct") for e in deps])
     notes = ""
     if include_reference:
-        for ref in (PAPER_ANALYSIS_REFERENCE, PAPER_ANALYSIS_REFERENCE_10K):
+        for ref, mark in ((PAPER_ANALYSIS_V4, " *"), (PAPER_ANALYSIS_REFERENCE, " †"), (PAPER_ANALYSIS_REFERENCE_10K, " †")):
             groups.append(len(rows))
             for r in ref:
-                rows.append([r["model"] + " †", _fmt(r["sink_0.2"], "pct"), _fmt(r["sink_0.3"], "pct"),
+                rows.append([r["model"] + mark, _fmt(r["sink_0.2"], "pct"), _fmt(r["sink_0.3"], "pct"), "—", "—",
                              _fmt(r["kurtosis"], "kurt"), _fmt(r["min"]), _fmt(r["max"]), _fmt(r["max_abs"]),
-                             _fmt(r["sparsity_zero"], "pct"), _fmt(r["sparsity_le"], "pct")])
-        notes = ("† Reference, different scale (340M / 1.8B parameters, 100k steps × 524k tokens; 10k-step rows "
-                 "as marked): " + PAPER_REFERENCE_SOURCE + ". — = not reported.")
-    return _tables(header, rows, "Attention sink, massive activations and sparsity", "tab:analysis", out, groups, notes)
+                             _fmt(r["sparsity_zero"], "pct"), _fmt(r["sparsity_le"], "pct")]
+                            + [_fmt(r.get(f"dead_{e}"), "pct") for e in deps])
+        notes = ("* The paper, a different scale (340M / 1.8B parameters, 100k / 200k steps × 524k tokens): "
+                 + PAPER_V4_SOURCE + ". † Second reference, the paper's models measured by the authors' scripts: "
+                 + PAPER_REFERENCE_SOURCE
+                 + " (10k-step rows as marked). — = not reported. "
+                 "Our dead heads: max |head output| < ε on ≥ 95% of the analysed tokens.")
+    return _tables(header, rows, "Attention sink, massive activations, sparsity and dead heads", "tab:analysis", out,
+                   groups, notes)
 
 
-def write_eval_table(eval_paths: Mapping[str, str | Path], out, acc_metric: str = "acc") -> list[Path]:
-    """Zero-shot accuracy per task (± stderr where given) and perplexities, one row per variant."""
+def _pct_se(d: dict, metric: str) -> str:
+    a, se = d.get(metric), d.get(f"{metric}_stderr")
+    if a is None or not math.isfinite(_num(a)):
+        return "—"
+    return f"{100 * _num(a):.1f}" + (f" ± {100 * _num(se):.1f}" if se is not None and math.isfinite(_num(se)) else "")
+
+
+def write_eval_table(eval_paths: Mapping[str, str | Path], out, run_label: str = "ours",
+                     include_reference: bool = True) -> list[Path]:
+    """The paper's Table 1 layout: acc and acc_norm (ARC-e, PIQA, SciQ), LAMBADA acc + perplexity and word
+    perplexity, our models (± standard error) above the paper's v4 340M / 1.8B numbers (another scale)."""
+    evs = {v: _load_json(p) for v, p in eval_paths.items()}
+    header = ["model"] + [h for _, _, h in TABLE1_COLUMNS] + ["word ppl"]
+    rows, groups = [], [0]
+    for v, e in evs.items():
+        tasks = e.get("tasks", {})
+        r = [f"{_label(v)} ({run_label})"]
+        for task, metric, _ in TABLE1_COLUMNS:
+            d = tasks.get(task) or {}
+            r.append(_fmt(d.get(metric), "ppl") if metric == "perplexity" else _pct_se(d, metric))
+        r.append(_fmt((e.get("perplexity") or {}).get("word_perplexity"), "ppl"))
+        rows.append(r)
+    notes = ("Accuracy in % (± bootstrap standard error); perplexity lower is better. Ours: word ppl on the held-out "
+             "corpus documents.")
+    limits = sorted({"all" if e["limit"] is None else str(e["limit"]) for e in evs.values() if "limit" in e})
+    if limits:
+        notes += " Our examples per task: " + ", ".join(limits) + "."
+    if include_reference:
+        groups.append(len(rows))
+        for ref in PAPER_EVAL_V4:
+            r = [ref["model"] + " *"]
+            for task, metric, _ in TABLE1_COLUMNS:
+                x = (ref.get(task) or {}).get(metric)
+                r.append(_fmt(x, "ppl") if metric == "perplexity" else _fmt(x))
+            r.append(_fmt(ref["word_perplexity"], "ppl"))
+            rows.append(r)
+        notes += (" * The paper (v4 Table 1, PAPER.md): 340M / 1.8B models, a different scale; word ppl on WikiText; "
+                  "— = not reported.")
+    return _tables(header, rows, "Zero-shot evaluation as the paper's Table 1 (%, perplexity)", "tab:eval", out, groups,
+                   notes)
+
+
+def write_eval_table_all(eval_paths: Mapping[str, str | Path], out) -> list[Path]:
+    """Every evaluated task: acc and acc_norm (± stderr where given), the mean acc, and every perplexity."""
     evs = {v: _load_json(p) for v, p in eval_paths.items()}
     tasks = sorted({t for e in evs.values() for t in e.get("tasks", {})})
+    metrics = [(t, m) for t in tasks for m in ("acc", "acc_norm", "perplexity")
+               if any(m in ((e.get("tasks") or {}).get(t) or {}) for e in evs.values())]
     pkeys = [k for k in ("word_perplexity", "byte_perplexity", "bits_per_byte")
              if any(k in (e.get("perplexity") or {}) for e in evs.values())]
-    header = ["model"] + tasks + ["mean acc"] + [k.replace("_", " ") for k in pkeys]
+    header = (["model"] + [f"{t} {'ppl' if m == 'perplexity' else m}" for t, m in metrics] + ["mean acc"]
+              + [k.replace("_", " ") for k in pkeys])
     rows = []
     for v, e in evs.items():
         r = [_label(v)]
-        for t in tasks:
-            d = e.get("tasks", {}).get(t, {})
-            a, se = d.get(acc_metric), d.get(f"{acc_metric}_stderr")
-            r.append("—" if a is None else (f"{100 * _num(a):.1f}" + (f" ± {100 * _num(se):.1f}" if se is not None else "")))
-        r.append(f"{100 * _mean_acc(e, acc_metric):.1f}")
+        for t, m in metrics:
+            d = (e.get("tasks") or {}).get(t) or {}
+            r.append(_fmt(d.get(m), "ppl") if m == "perplexity" else _pct_se(d, m))
+        r.append(_fmt(100 * _mean_acc(e, "acc")))
         r += [_fmt((e.get("perplexity") or {}).get(k), "ppl") for k in pkeys]
         rows.append(r)
-    return _tables(header, rows, f"Zero-shot evaluation ({acc_metric}, %) and perplexity", "tab:eval", out,
-                   notes="Accuracy in % (± standard error); perplexity lower is better.")
+    return _tables(header, rows, "Zero-shot evaluation, every task (%) and perplexity", "tab:eval_all", out,
+                   notes="Accuracy in % (± standard error); perplexity lower is better; mean acc over the tasks.")
 
 
 def write_quant_table(float_eval: Mapping[str, str | Path], quant_evals: Mapping[str, Sequence[str | Path]], out,
@@ -655,12 +921,14 @@ def make_all(run_dir, fig_dir, variants: Sequence[str] = ("softmax", "softpick")
     if anz:
         written += plot_hidden_states(anz, fig_dir / "hidden_states")
         written += plot_sink_scores(anz, fig_dir / "sink_scores_heads")
+        written += plot_hidden_box(ajs, anz, fig_dir / "hidden_state_boxplots") or []
     if ajs:
         written += plot_sink_rate(ajs, fig_dir / "sink_rate_per_layer")
         written += plot_length_sweep(ajs, fig_dir / "length_sweep") or []
         written += write_analysis_table(ajs, table_dir / "analysis_table", run_label)
     if evs:
-        written += write_eval_table(evs, table_dir / "eval_table")
+        written += write_eval_table(evs, table_dir / "eval_table", run_label)
+        written += write_eval_table_all(evs, table_dir / "eval_table_all_tasks")
     if quant:
         written += plot_quantization(evs, quant, fig_dir / "quantization")
         written += write_quant_table(evs, quant, table_dir / "quant_table")
@@ -683,3 +951,96 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------- sink-free variants (Table 3)
+# The paper's v4 Table 3 (PAPER.md): 340M shape, 10k steps; sink % at full length (eps 0.2 / 0.3),
+# kurtosis, min, max, sparsity % (exact zeros). Dead heads (v4 7.2, eps 1e-6): softpick 17.19% after
+# 10k steps. Passkey (v4 Table 4, % at 890/1983/3075/4167/4986 tokens, 4096-token training context):
+# softmax and softpick only. Not reported: sink at T = 64, validation loss (None).
+PAPER_VARIANTS_REFERENCE: list[dict] = [
+    {"variant": "softmax", "sink_0.2": 47.97, "sink_0.3": 34.89, "kurtosis": 6452.72, "min": -270.50, "max": 178.88,
+     "sparsity_zero": 0.16, "passkey": [95.5, 97.0, 73.0, 70.5, 0.0]},
+    {"variant": "softpick", "sink_0.2": 0.02, "sink_0.3": 0.00, "kurtosis": 281.57, "min": -59.06, "max": 25.36,
+     "sparsity_zero": 92.74, "dead_heads": 17.19, "passkey": [94.0, 91.0, 75.0, 66.5, 0.0]},
+    {"variant": "gated", "sink_0.2": 5.00, "sink_0.3": 2.00, "kurtosis": 135.62, "min": -49.09, "max": 23.31,
+     "sparsity_zero": 0.73},
+    {"variant": "learned_sink", "sink_0.2": 19.34, "sink_0.3": 8.78, "kurtosis": 1800.34, "min": -36.25, "max": 106.62,
+     "sparsity_zero": 0.05},
+    {"variant": "rectified_softmax", "sink_0.2": 33.08, "sink_0.3": 25.60, "kurtosis": 11054.50, "min": -312.25,
+     "max": 271.00, "sparsity_zero": 60.70},
+    {"variant": "relu_softmax", "sink_0.2": 8.16, "sink_0.3": 4.56, "kurtosis": 452.59, "min": -61.28, "max": 60.62,
+     "sparsity_zero": 29.08},
+    {"variant": "scaled_softpick", "sink_0.2": 0.01, "sink_0.3": 0.00, "kurtosis": 170.70, "min": -53.69, "max": 30.81,
+     "sparsity_zero": 91.95},
+    {"variant": "softmax_plus_one", "sink_0.2": 24.38, "sink_0.3": 16.36, "kurtosis": 574.16, "min": -47.56,
+     "max": 83.88, "sparsity_zero": 0.12},
+]
+PAPER_PASSKEY_LENGTHS = [890, 1983, 3075, 4167, 4986]
+
+
+def _short_sink(summary: dict) -> dict:
+    """Sink rate {eps: %} at T = 64: the analysis JSON's "sink_rate_short" (when its "length" is 64), else the
+    length_sweep entry of length 64; {} when neither was measured."""
+    short = summary.get("sink_rate_short") or {}
+    if isinstance(short, dict) and short.get("length", 64) == 64 and isinstance(short.get("sink_rate"), dict):
+        return short["sink_rate"]
+    for entry in summary.get("length_sweep") or []:
+        if isinstance(entry, dict) and entry.get("length") == 64 and isinstance(entry.get("sink_rate"), dict):
+            return entry["sink_rate"]
+    return {}
+
+
+def _dead_heads_pct(summary: dict, eps: str = "1e-06"):
+    """% dead heads at eps: the analysis JSON's "dead_heads" -> "pct" -> eps (None when not measured)."""
+    dead = summary.get("dead_heads")
+    if isinstance(dead, dict) and isinstance(dead.get("pct"), dict):
+        return dead["pct"].get(eps)
+    return None
+
+
+def write_variants_table(analysis_paths: Mapping[str, str | Path], out, *,
+                         passkey_paths: Mapping[str, str | Path] | None = None,
+                         train_summary_paths: Mapping[str, str | Path] | None = None,
+                         run_label: str = "ours", include_reference: bool = True) -> list[Path]:
+    """The paper's Table 3 at our scale: one row per variant, then the paper's v4 rows (†).
+
+    Reads, per variant: the analysis JSON (sink_rate, kurtosis, min, max, sparsity; sink at T = 64 from
+    "sink_rate_short" or the length sweep; dead heads from "dead_heads"/"pct"/"1e-06", '—' when absent), the
+    passkey JSON (accuracy per length) and train_summary.json ("final_val_loss"). Missing files give '—'.
+    """
+    passkey_paths, train_summary_paths = passkey_paths or {}, train_summary_paths or {}
+    header = ["model", "sink % ε=0.2", "sink % ε=0.3", "sink % T=64 (ε=0.2 / 0.3)", "kurtosis", "min", "max",
+              "sparsity % (=0)", "dead heads % (ε=1e-6)", "val loss", "passkey %"]
+    rows, groups, our_lengths = [], [0], set()
+    for v, p in analysis_paths.items():
+        s = _load_json(p)
+        sr, short = s.get("sink_rate", {}), _short_sink(s)
+        val = _load_json(train_summary_paths[v]).get("final_val_loss") if v in train_summary_paths else None
+        passkey = "—"
+        if v in passkey_paths:
+            pk = _load_json(passkey_paths[v])
+            acc = pk.get("accuracy_by_length", {})
+            our_lengths.add(tuple(acc))
+            passkey = " / ".join(f"{_num(a):.1f}" for a in acc.values()) or "—"
+        rows.append([f"{_label(v)} ({run_label})", _fmt(sr.get("0.2"), "pct"), _fmt(sr.get("0.3"), "pct"),
+                     f"{_fmt(short.get('0.2'), 'pct')} / {_fmt(short.get('0.3'), 'pct')}", _fmt(s.get("kurtosis"), "kurt"),
+                     _fmt(s.get("min")), _fmt(s.get("max")), _fmt(s.get("sparsity", {}).get("exact_zero_pct"), "pct"),
+                     _fmt(_dead_heads_pct(s), "pct"), _fmt(val), passkey])
+    notes = []
+    if our_lengths:
+        notes.append("Passkey: greedy exact-match accuracy at " + "; ".join("/".join(ls) for ls in sorted(our_lengths))
+                     + " prompt tokens (ours).")
+    if include_reference:
+        groups.append(len(rows))
+        for r in PAPER_VARIANTS_REFERENCE:
+            pk = r.get("passkey")
+            rows.append([f"{_label(r['variant'])} (paper v4, 340M, 10k steps) †", _fmt(r["sink_0.2"], "pct"),
+                         _fmt(r["sink_0.3"], "pct"), "—", _fmt(r["kurtosis"], "kurt"), _fmt(r["min"]), _fmt(r["max"]),
+                         _fmt(r["sparsity_zero"], "pct"), _fmt(r.get("dead_heads"), "pct"), "—",
+                         " / ".join(f"{a:g}" for a in pk) if pk else "—"])
+        notes.append("† The paper's v4 Table 3 (PAPER.md): 340M parameters, 10k steps, a different scale from ours; "
+                     "its passkey numbers (Table 4) at " + "/".join(map(str, PAPER_PASSKEY_LENGTHS))
+                     + " tokens of a 4096-token context, dead heads from §7.2. — = not reported.")
+    return _tables(header, rows, "Sink-free attention variants (the paper's Table 3)", "tab:variants", out, groups,
+                   " ".join(notes))

@@ -127,7 +127,7 @@ def quantize_and_evaluate(model_dir: str | Path, quant_cfg: dict, eval_cfg: dict
     Output = the evaluation JSON + "quantization": {method, bits, group_size, quantize_lm_head,
     mean_rel_error, bits_per_param, bits_per_param_fp16_meta, per_layer, seconds}. Quantization
     runs on CPU (HQQ's pytorch backend); the quantized model is evaluated on CPU as well."""
-    from .evaluate import eval_kwargs, evaluate_model, load_model_dir, write_json_atomic
+    from .evaluate import check_eval_metrics, eval_kwargs, evaluate_model, load_model_dir, write_json_atomic
 
     if bits is None:
         b = quant_cfg.get("bits")
@@ -149,6 +149,7 @@ def quantize_and_evaluate(model_dir: str | Path, quant_cfg: dict, eval_cfg: dict
     res = evaluate_model(qmodel, tokenizer, val_docs=val_docs, device=device, **eval_kwargs(eval_cfg))
     record = {"model_dir": str(model_dir), **res, "seconds": round(time.perf_counter() - t0, 3),
               "quantization": stats}
+    check_eval_metrics(record, out_json)  # the loaded model was checked for NaN / inf in load_model_dir
     write_json_atomic(out_json, record)
     return record
 

@@ -10,10 +10,11 @@ Rank 0 alone writes logs, checkpoints and the export. train.dtype bfloat16 runs 
 bf16 autocast with fp32 master weights; train.compile compiles the model (torch.compile).
 Logs one JSON record per logged step to train_log.jsonl (loss, lr, grad norm, tokens/s,
 flops_per_token, MFU when train.peak_tflops is known, peak memory), and optionally to TensorBoard
-(train.tensorboard) and Weights & Biases (train.wandb): see tracking.py. Checkpoints atomically (temp
-dir, rename, COMPLETE marker last) and resumes from the newest complete checkpoint, restoring
-model, optimizer, data position and RNG states. The final model is exported with
-save_pretrained, its tokenizer beside it.
+(train.tensorboard) and Weights & Biases (train.wandb): see tracking.py. Checkpoints atomically and
+resumes from the newest loadable checkpoint whose fingerprint (config, data manifest, code) matches
+this job's, restoring model, optimizer, data position and RNG states; otherwise it starts fresh
+(checkpoint.py). train() = _setup, _resume, _run_steps (_optimizer_step, _log_step, _save), _export:
+the final model is exported with save_pretrained, its tokenizer beside it.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +34,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from . import checkpoint
+from .checkpoint import COMPLETE_MARKER, list_checkpoints, save_checkpoint  # noqa: F401 (the public names)
 from .config import ConfigError
 from .data import load_tokens
 from .model import SoftpickConfig, SoftpickForCausalLM, count_parameters
 from .tracking import RunTracker
 
-COMPLETE_MARKER = "COMPLETE"
 PARALLELISMS = ("ddp", "fsdp")
 DTYPES = ("float32", "bfloat16")
 
@@ -90,9 +93,26 @@ class WindowSampler:
         self._perm = self._permutation(self.epoch)
 
 
-def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+def gather_windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int | None = None) -> torch.Tensor:
+    """[len(starts), seq_len + 1] windows: inputs x[:, :-1], targets x[:, 1:].
+
+    bos_id (train.bos_first): BOS replaces the first token of every window (Gu et al.'s fixed first
+    token); it is an input only, every target stays the stream's next token.
+    """
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
-    return torch.from_numpy(tokens[idx].astype(np.int64))
+    x = torch.from_numpy(tokens[idx].astype(np.int64))
+    if bos_id is not None:
+        x[:, 0] = bos_id
+    return x
+
+
+def window_bos_id(tcfg: dict, tokenizer) -> int | None:
+    """The BOS id gather_windows writes first when train.bos_first is set, else None."""
+    if not tcfg.get("bos_first", False):
+        return None
+    if tokenizer.bos_token_id is None:
+        raise ConfigError("config key 'train.bos_first' is true but the tokenizer has no BOS token")
+    return int(tokenizer.bos_token_id)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -104,54 +124,6 @@ def lr_at(step: int, cfg: dict) -> float:
         return lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first. A directory without the marker is ignored."""
-    if not ckpt_dir.exists():
-        return []
-    done = [p for p in ckpt_dir.glob("step_*") if p.is_dir() and (p / COMPLETE_MARKER).exists()]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
-
-
-def save_checkpoint(ckpt_dir: Path, step: int, state: dict, keep: int) -> Path:
-    final = ckpt_dir / f"step_{step:08d}"
-    tmp = ckpt_dir / f".tmp_step_{step:08d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / "state.pt")
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    (final / COMPLETE_MARKER).write_text(json.dumps({"step": step, "time": time.time()}))
-    _fsync_dir(final)
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 # ----------------------------------------------------------------------------- distributed settings
@@ -234,7 +206,8 @@ def build_model(model_cfg: dict, variant: str, vocab_size: int, seq_len: int) ->
 
 
 @torch.no_grad()
-def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device) -> float | None:
+def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device,
+                    bos_id: int | None = None) -> float | None:
     n = (len(tokens) - 1) // seq_len
     if batches == 0 or n == 0:
         return None
@@ -243,7 +216,7 @@ def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch
     model.eval()
     losses = []
     for i in range(0, len(starts), batch_size):
-        x = gather_windows(tokens, starts[i:i + batch_size], seq_len).to(device)
+        x = gather_windows(tokens, starts[i:i + batch_size], seq_len, bos_id).to(device)
         losses.append(_loss(model, x))
     model.train(was_training)
     return float(np.mean(losses))
@@ -254,25 +227,95 @@ def _loss(model, x: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------- main loop
+@dataclass
+class _Job:
+    """What one training job sets up before its first step (every rank)."""
+
+    config: dict
+    variant: str
+    out_dir: Path
+    ckpt_dir: Path
+    device: torch.device
+    world: int
+    rank: int
+    accum: int
+    fsdp: bool
+    owns_group: bool
+    tracker: RunTracker
+    tokens: np.ndarray
+    val_tokens: np.ndarray
+    tokenizer: object
+    bos_id: int | None  # train.bos_first: the id written first in every window
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: WindowSampler
+    autocast: object
+    fingerprint: dict
+    n_params: int
+    flops_per_token: int
+
+    @property
+    def tcfg(self) -> dict:
+        return self.config["train"]
+
+    @property
+    def seq_len(self) -> int:
+        return self.tcfg["seq_len"]
+
+
+@dataclass
+class _Progress:
+    """The counters a checkpoint restores besides the model, optimizer, sampler and RNG states."""
+
+    step: int = 0
+    skipped: int = 0
+    consecutive_skips: int = 0
+    tokens_seen: int = 0
+
+
 def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
           ckpt_dir: str | Path | None = None, *, stop_after: int | None = None) -> dict:
     """Train `variant` ('softmax' | 'softpick') on data_dir's token files and export to out_dir.
 
+    Resumes from the newest loadable checkpoint in ckpt_dir (default <out_dir>.checkpoints) whose
+    fingerprint matches this job's, else starts fresh: see softpick.checkpoint.
     stop_after: return after this many optimizer steps (tests use it to simulate a crash).
     Under torchrun it creates the process group from the environment (and destroys it at the
     end) unless the caller already initialized one, which it then uses and leaves alone: a
     caller that calls train() twice in one process should create the group itself.
     """
+    job = _setup(config, variant, Path(data_dir), Path(out_dir), ckpt_dir)
+    bar = None
+    try:
+        progress = _resume(job)
+        bar = tqdm(total=job.tcfg["max_steps"], initial=progress.step, desc=f"train {variant}",
+                   disable=job.rank != 0, dynamic_ncols=True)
+        job.tracker.open(progress.step)  # rank 0: the JSONL log from the resumed step on; the W&B run
+        if not _run_steps(job, progress, bar, stop_after):
+            return {"step": progress.step, "stopped_early": True}
+        return _export(job, progress)
+    except BaseException:
+        job.tracker.close(exit_code=1)  # W&B marks the run failed
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        job.tracker.close()
+        if job.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) -> _Job:
+    """Device, process group, data, tokenizer, seeded model, optimizer, sampler, fingerprint."""
     tcfg, seed = config["train"], config["seed"]
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else out_dir.parent / f"{out_dir.name}.checkpoints"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = resolve_device(config["device"])
     accum = check_distributed(tcfg, world)
-    parallelism = tcfg.get("parallelism", "ddp")
-    fsdp = parallelism == "fsdp" and world > 1
+    fsdp = tcfg.get("parallelism", "ddp") == "fsdp" and world > 1
     # JSONL log + optional TensorBoard / W&B; imports checked on every rank, before any collective
     tracker = RunTracker(config, variant, out_dir, ckpt_dir, rank=rank)
 
@@ -284,7 +327,6 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             owns_group = True
-    mbs = tcfg["micro_batch_size"]
     torch.set_num_threads(tcfg.get("threads", 1))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -296,6 +338,7 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
 
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
     seq_len = tcfg["seq_len"]
+    bos_id = window_bos_id(tcfg, tokenizer)  # train.bos_first: training and validation windows start with BOS
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -328,148 +371,184 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
     ddp_model = model
     if world > 1 and not fsdp:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Job(config=config, variant=variant, out_dir=out_dir, ckpt_dir=ckpt_dir, device=device, world=world,
+                rank=rank, accum=accum, fsdp=fsdp, owns_group=owns_group, tracker=tracker, tokens=tokens,
+                val_tokens=val_tokens, tokenizer=tokenizer, bos_id=bos_id, model=model, ddp_model=ddp_model, optimizer=optimizer,
+                sampler=sampler, autocast=autocast, fingerprint=checkpoint.fingerprint(config, variant, data_dir),
+                n_params=n_params, flops_per_token=flops_per_token)
 
-    step, skipped, consecutive_skips, tokens_seen = 0, 0, 0, 0
-    checkpoints = list_checkpoints(ckpt_dir)
-    if checkpoints:
-        # mmap: N ranks of one node page in one file instead of N full copies in memory
-        state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu" if fsdp else device, weights_only=False,
-                           mmap=True)
-        written_with = state.get("parallelism", "ddp")
-        if written_with != ("fsdp" if fsdp else "ddp"):
-            raise ValueError(f"checkpoint {checkpoints[-1]} was written with train.parallelism {written_with!r}; "
-                             f"resume it with the same setting (or move {ckpt_dir} away)")
-        if fsdp:
-            _fsdp_load(model, optimizer, state["model"], state["optimizer"])
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        rng = state["rng"]
-        if isinstance(rng, list):  # one per rank; a run resumed on another process count reuses rank 0's
-            rng = rng[rank] if rank < len(rng) else rng[0]
-        _set_rng_state(rng)
-        step, skipped, consecutive_skips, tokens_seen = (state[k] for k in ("step", "skipped", "consecutive_skips", "tokens"))
-        del state
 
-    peak_flops = tcfg.get("peak_tflops")
-    bar = tqdm(total=tcfg["max_steps"], initial=step, desc=f"train {variant}", disable=rank != 0, dynamic_ncols=True)
-    t_last, tokens_last = time.perf_counter(), tokens_seen
+def _resume(job: _Job) -> _Progress:
+    """Restore the newest usable checkpoint of this job's fingerprint, or keep the fresh start.
+
+    Rank 0 chooses (and moves stale or corrupt checkpoints aside); the others load what it chose.
+    """
+    map_location = "cpu" if job.fsdp else job.device
+    state, path = checkpoint.find_resume_state(job.ckpt_dir, job.fingerprint, map_location) if job.rank == 0 else (None, None)
+    if job.world > 1:
+        chosen = [str(path) if path else None]
+        dist.broadcast_object_list(chosen, src=0)
+        if job.rank != 0 and chosen[0] is not None:
+            path = Path(chosen[0])
+            state = checkpoint.load_state(path, map_location)
+    if state is None:
+        return _Progress()
+    written_with = state.get("parallelism", "ddp")
+    if written_with != ("fsdp" if job.fsdp else "ddp"):
+        raise ValueError(f"checkpoint {path} was written with train.parallelism {written_with!r}; "
+                         f"resume it with the same setting (or move {job.ckpt_dir} away)")
+    if job.fsdp:
+        _fsdp_load(job.model, job.optimizer, state["model"], state["optimizer"])
+    else:
+        job.model.load_state_dict(state["model"])
+        job.optimizer.load_state_dict(state["optimizer"])
+    job.sampler.load_state_dict(state["sampler"])
+    rng = state["rng"]
+    if isinstance(rng, list):  # one per rank; a run resumed on another process count reuses rank 0's
+        rng = rng[job.rank] if job.rank < len(rng) else rng[0]
+    checkpoint.set_rng_state(rng)
+    return _Progress(*(state[k] for k in ("step", "skipped", "consecutive_skips", "tokens")))
+
+
+def _run_steps(job: _Job, progress: _Progress, bar, stop_after: int | None) -> bool:
+    """Optimizer steps up to train.max_steps, logging and checkpointing; False when stop_after ended it."""
+    tcfg = job.tcfg
+    t_last, tokens_last = time.perf_counter(), progress.tokens_seen
     max_skips = tcfg.get("max_consecutive_skips", 10)
     steps_this_call = 0
-    model.train()
-    try:
-        tracker.open(step)  # rank 0: the JSONL log from the resumed step on; the W&B run
-        while step < tcfg["max_steps"]:
-            lr = lr_at(step, tcfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            starts = sampler.next_starts(tcfg["global_batch_size"])
-            mine = starts[rank * accum * mbs:(rank + 1) * accum * mbs]  # this rank's share of the global batch
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                chunk = mine[micro * mbs:(micro + 1) * mbs]
-                x = gather_windows(tokens, chunk, seq_len).to(device, non_blocking=True)
-                last = micro == accum - 1
-                if fsdp:
-                    model.set_requires_gradient_sync(last)
-                    sync = nullcontext()
-                else:
-                    sync = ddp_model.no_sync() if world > 1 and not last else nullcontext()
-                with sync:
-                    with autocast:
-                        loss = ddp_model(x[:, :-1], targets=x[:, 1:]).loss
-                    (loss / accum).backward()
-                loss_sum += loss.detach() / accum
-            if world > 1:
-                dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-            clip = tcfg.get("grad_clip")
-            grad_norm = _full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf")))
-            finite = bool(torch.isfinite(loss_sum)) and bool(torch.isfinite(grad_norm))
-            if finite:
-                optimizer.step()
-                consecutive_skips = 0
-            else:
-                skipped += 1
-                consecutive_skips += 1
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            steps_this_call += 1
-            tokens_seen += tcfg["global_batch_size"] * seq_len
-            if consecutive_skips >= max_skips:
-                raise NonFiniteError(
-                    f"{consecutive_skips} consecutive steps with non-finite loss or gradient norm (last at step {step}); "
-                    f"raise train.max_consecutive_skips or lower train.lr"
-                )
-            if step % tcfg.get("log_every", 10) == 0 or step == tcfg["max_steps"] or step == 1:
-                now = time.perf_counter()
-                tps = (tokens_seen - tokens_last) / max(now - t_last, 1e-9)
-                record = {"step": step, "loss": float(loss_sum), "lr": lr, "grad_norm": float(grad_norm),
-                          "tokens": tokens_seen, "tokens_per_s": tps, "skipped": skipped, "epoch": sampler.epoch,
-                          "flops_per_token": flops_per_token, "world_size": world}
-                if peak_flops:  # model FLOP utilisation over all processes (tokens_per_s is global)
-                    record["mfu"] = flops_per_token * tps / (peak_flops * 1e12 * world)
-                record["peak_mem_gib"], record["peak_mem_kind"] = _peak_memory(device)
-                if step % tcfg.get("val_every", 50) == 0 or step == tcfg["max_steps"]:
-                    if fsdp or rank == 0:  # sharded weights: every rank takes part in the forward
-                        with autocast:
-                            record["val_loss"] = validation_loss(model, val_tokens, seq_len, tcfg.get("val_batches", 8),
-                                                                 mbs, device)
-                tracker.log(record)
-                if rank == 0:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
-                t_last, tokens_last = time.perf_counter(), tokens_seen  # the next interval excludes validation
-            bar.update(1)
-            if step % tcfg.get("checkpoint_every", 100) == 0 or step == tcfg["max_steps"]:
-                rng = _rng_state()
-                if world > 1:
-                    gathered = [None] * world
-                    dist.all_gather_object(gathered, rng)
-                    rng = gathered
-                if fsdp:
-                    model_state, optim_state = _fsdp_state(model, optimizer)  # collective: every rank
-                elif rank == 0:
-                    model_state, optim_state = model.state_dict(), optimizer.state_dict()
-                if rank == 0:
-                    save_checkpoint(ckpt_dir, step, {
-                        "model": model_state, "optimizer": optim_state, "sampler": sampler.state_dict(),
-                        "rng": rng, "step": step, "skipped": skipped, "consecutive_skips": consecutive_skips,
-                        "tokens": tokens_seen, "parallelism": "fsdp" if fsdp else "ddp", "world_size": world},
-                        keep=tcfg.get("keep_checkpoints", 2))
-                if fsdp or rank == 0:
-                    del model_state, optim_state
-                if world > 1:
-                    dist.barrier()
-            if stop_after is not None and steps_this_call >= stop_after:
-                return {"step": step, "stopped_early": True}
-        summary = {"variant": variant, "steps": step, "tokens": tokens_seen, "skipped_steps": skipped,
-                   "parameters": n_params, "final_loss": None, "git_commit": git_commit(), "world_size": world,
-                   "parallelism": parallelism if world > 1 else "none", "dtype": tcfg.get("dtype", "float32")}
-        export_source = model
-        if fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    job.model.train()
+    while progress.step < tcfg["max_steps"]:
+        lr, loss_sum, grad_norm = _optimizer_step(job, progress)
+        steps_this_call += 1
+        if progress.consecutive_skips >= max_skips:
+            raise NonFiniteError(
+                f"{progress.consecutive_skips} consecutive steps with non-finite loss or gradient norm (last at step "
+                f"{progress.step}); raise train.max_consecutive_skips or lower train.lr"
+            )
+        step = progress.step
+        if step % tcfg.get("log_every", 10) == 0 or step == tcfg["max_steps"] or step == 1:
+            now = time.perf_counter()
+            tps = (progress.tokens_seen - tokens_last) / max(now - t_last, 1e-9)
+            _log_step(job, progress, lr, loss_sum, grad_norm, tps, bar)
+            t_last, tokens_last = time.perf_counter(), progress.tokens_seen  # the next interval excludes validation
+        bar.update(1)
+        if step % tcfg.get("checkpoint_every", 100) == 0 or step == tcfg["max_steps"]:
+            _save(job, progress)
+        if stop_after is not None and steps_this_call >= stop_after:
+            return False
+    return True
 
-            full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            if rank == 0:
-                export_source = build_model(config["model"], variant, len(tokenizer), seq_len)
-                export_source.load_state_dict(full)
+
+def _optimizer_step(job: _Job, progress: _Progress) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """One optimizer step over the global batch (skipped when non-finite); returns lr, loss, grad norm."""
+    tcfg, accum, mbs, seq_len = job.tcfg, job.accum, job.tcfg["micro_batch_size"], job.seq_len
+    model, ddp_model, optimizer, fsdp, world = job.model, job.ddp_model, job.optimizer, job.fsdp, job.world
+    lr = lr_at(progress.step, tcfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    starts = job.sampler.next_starts(tcfg["global_batch_size"])
+    mine = starts[job.rank * accum * mbs:(job.rank + 1) * accum * mbs]  # this rank's share of the global batch
+    loss_sum = torch.zeros((), device=job.device)
+    for micro in range(accum):
+        chunk = mine[micro * mbs:(micro + 1) * mbs]
+        x = gather_windows(job.tokens, chunk, seq_len, job.bos_id).to(job.device, non_blocking=True)
+        last = micro == accum - 1
+        if fsdp:
+            model.set_requires_gradient_sync(last)
+            sync = nullcontext()
+        else:
+            sync = ddp_model.no_sync() if world > 1 and not last else nullcontext()
+        with sync:
+            with job.autocast:
+                loss = ddp_model(x[:, :-1], targets=x[:, 1:]).loss
+            (loss / accum).backward()
+        loss_sum += loss.detach() / accum
+    if world > 1:
+        dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+    clip = tcfg.get("grad_clip")
+    grad_norm = _full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf")))
+    if bool(torch.isfinite(loss_sum)) and bool(torch.isfinite(grad_norm)):
+        optimizer.step()
+        progress.consecutive_skips = 0
+    else:
+        progress.skipped += 1
+        progress.consecutive_skips += 1
+    optimizer.zero_grad(set_to_none=True)
+    progress.step += 1
+    progress.tokens_seen += tcfg["global_batch_size"] * seq_len
+    return lr, loss_sum, grad_norm
+
+
+def _log_step(job: _Job, progress: _Progress, lr: float, loss_sum, grad_norm, tps: float, bar) -> None:
+    """One record to the tracker (validation loss on its steps); the progress bar's postfix."""
+    tcfg, step = job.tcfg, progress.step
+    record = {"step": step, "loss": float(loss_sum), "lr": lr, "grad_norm": float(grad_norm),
+              "tokens": progress.tokens_seen, "tokens_per_s": tps, "skipped": progress.skipped,
+              "epoch": job.sampler.epoch, "flops_per_token": job.flops_per_token, "world_size": job.world}
+    peak_flops = tcfg.get("peak_tflops")
+    if peak_flops:  # model FLOP utilisation over all processes (tokens_per_s is global)
+        record["mfu"] = job.flops_per_token * tps / (peak_flops * 1e12 * job.world)
+    record["peak_mem_gib"], record["peak_mem_kind"] = _peak_memory(job.device)
+    if step % tcfg.get("val_every", 50) == 0 or step == tcfg["max_steps"]:
+        if job.fsdp or job.rank == 0:  # sharded weights: every rank takes part in the forward
+            with job.autocast:
+                record["val_loss"] = validation_loss(job.model, job.val_tokens, job.seq_len, tcfg.get("val_batches", 8),
+                                                     tcfg["micro_batch_size"], job.device, job.bos_id)
+    job.tracker.log(record)
+    if job.rank == 0:
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+
+
+def _save(job: _Job, progress: _Progress) -> None:
+    """A checkpoint of the current step with this job's fingerprint (rank 0 writes; a collective)."""
+    world, rank, fsdp = job.world, job.rank, job.fsdp
+    rng = checkpoint.rng_state()
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rng)
+        rng = gathered
+    if fsdp:
+        model_state, optim_state = _fsdp_state(job.model, job.optimizer)  # collective: every rank
+    elif rank == 0:
+        model_state, optim_state = job.model.state_dict(), job.optimizer.state_dict()
+    if rank == 0:
+        checkpoint.save_checkpoint(job.ckpt_dir, progress.step, {
+            "model": model_state, "optimizer": optim_state, "sampler": job.sampler.state_dict(),
+            "rng": rng, "step": progress.step, "skipped": progress.skipped,
+            "consecutive_skips": progress.consecutive_skips, "tokens": progress.tokens_seen,
+            "parallelism": "fsdp" if fsdp else "ddp", "world_size": world},
+            keep=job.tcfg.get("keep_checkpoints", 2), fingerprint=job.fingerprint)
+    if fsdp or rank == 0:
+        del model_state, optim_state
+    if world > 1:
+        dist.barrier()
+
+
+def _export(job: _Job, progress: _Progress) -> dict:
+    """The final model (gathered from the shards under FSDP) with its tokenizer, log and summary."""
+    tcfg, config, rank = job.tcfg, job.config, job.rank
+    summary = {"variant": job.variant, "steps": progress.step, "tokens": progress.tokens_seen,
+               "skipped_steps": progress.skipped, "parameters": job.n_params, "final_loss": None,
+               "git_commit": git_commit(), "world_size": job.world,
+               "parallelism": tcfg.get("parallelism", "ddp") if job.world > 1 else "none",
+               "dtype": tcfg.get("dtype", "float32"), "fingerprint": job.fingerprint["fingerprint"]}
+    export_source = job.model
+    if job.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(job.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
-            records = tracker.close_log()
-            summary["final_loss"] = records[-1]["loss"] if records else None
-            summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
-            export_model(export_source, tokenizer, out_dir, config, summary, tracker.log_path)
-            tracker.summarize(summary)
-        if world > 1:
-            dist.barrier()
-        return summary
-    except BaseException:
-        tracker.close(exit_code=1)  # W&B marks the run failed
-        raise
-    finally:
-        bar.close()
-        tracker.close()
-        if owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            export_source = build_model(config["model"], job.variant, len(job.tokenizer), job.seq_len)
+            export_source.load_state_dict(full)
+    if rank == 0:
+        records = job.tracker.close_log()
+        summary["final_loss"] = records[-1]["loss"] if records else None
+        summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
+        export_model(export_source, job.tokenizer, job.out_dir, config, summary, job.tracker.log_path)
+        job.tracker.summarize(summary)
+    if job.world > 1:
+        dist.barrier()
+    return summary
 
 
 def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, log_path: Path) -> None:

@@ -1,4 +1,6 @@
 # Paths shared by the rules; the same layout as softpick.config.run_paths.
+import glob
+
 RESULTS = f"results/{RUN}"
 FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
@@ -8,11 +10,13 @@ LIB = "src/softpick"
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
     "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
-    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py"],
-    "train": [f"{LIB}/train.py", f"{LIB}/hf_export.py"],
-    "evaluate": [f"{LIB}/evaluate.py"],
-    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py"],
-    "analyze": [f"{LIB}/analysis.py"],
+    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
+              *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
+    "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
+    "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
+    "quantize": [f"{LIB}/quantize.py", f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
+    "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
+    "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
@@ -24,12 +28,13 @@ FIGURE_NAMES = [
     "training_loss",
     *[f"attention_maps_{v}" for v in VARIANTS],
     "hidden_states",
+    "hidden_state_boxplots",
     "sink_scores_heads",
     "sink_rate_per_layer",
     "length_sweep",
     "quantization",
 ]
-TABLE_NAMES = ["analysis_table", "eval_table", "quant_table"]
+TABLE_NAMES = ["analysis_table", "eval_table", "eval_table_all_tasks", "quant_table"]
 
 FIGURES = expand(f"{FIGDIR}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
 TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["md", "tex"])
@@ -43,6 +48,7 @@ CAPTIONED = {
     "training_loss": "Training",
     "attention_maps": "Analysis",
     "hidden_states": "Analysis",
+    "hidden_state_boxplots": "Analysis",
     "sink_scores_heads": "Analysis",
     "sink_rate_per_layer": "Analysis",
     "length_sweep": "Analysis",

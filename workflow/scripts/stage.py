@@ -1,5 +1,7 @@
 """Snakemake entry point of every rule: the rule's name is the stage; the work is softpick.cli.run_stage,
-the same function `python -m softpick <stage>` runs outside Snakemake."""
+the same function `python -m softpick <stage>` runs outside Snakemake. redirect_output sends everything to
+the rule's log (progress bars at a log-friendly rate); run_stage starts it with the stage header, listing
+the rule's inputs with their sha256."""
 import torch
 
 from softpick.cli import redirect_output, run_stage
@@ -12,4 +14,6 @@ with redirect_output(smk.log[0]):
         smk.config,
         variant=smk.wildcards.get("variant"),
         bits=int(smk.wildcards["bits"]) if "bits" in smk.wildcards.keys() else None,
+        method=smk.wildcards.get("method"),
+        inputs=[str(path) for path in smk.input],
     )

@@ -2,12 +2,16 @@
 
 `attention(q, k, v, kind=...)` is the one entry point the model calls. Layout: q [B, T, H, D],
 k / v [B, S, Hkv, D]; returns out [B, T, H, D] and, when asked, weights [B, H, T, S].
+The kinds (softmax, softpick and the sink-free variants) live in `kinds/`, one module each; a kind
+with learned parameters gets them as `params` (the model's Attention.kind_params), the gated kind
+also the layer input as `layer_input`.
 
 Backends:
-  "torch"  - reference.naive_attention (materialised; the only path that returns weights);
-             softmax without weights uses torch SDPA.
-  "triton" - the flash-style softpick kernel (softpick.attention.triton), CUDA only.
-  "auto"   - triton for softpick on CUDA when no weights / padding mask are requested,
+  "torch"  - the kind's materialised reference (the only path that returns weights); kinds with
+             softmax weights (softmax, gated) use torch SDPA, softpick weights the fused autograd function.
+  "triton" - the flash-style softpick kernel (softpick.attention.triton), CUDA only: softpick, and
+             scaled softpick on its scaled queries.
+  "auto"   - triton for those kinds on CUDA when no weights / padding mask are requested,
              torch otherwise.
 The environment variable SOFTPICK_ATTN_BACKEND (torch | triton | auto) overrides the config.
 """
@@ -18,12 +22,13 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .kinds import KINDS, REGISTRY, KindParameters, get_kind
 from .reference import EPS, naive_attention
 
-KINDS = ("softmax", "softpick")
 BACKENDS = ("auto", "torch", "triton")
 
-__all__ = ["attention", "naive_attention", "resolve_backend", "EPS", "KINDS", "BACKENDS"]
+__all__ = ["attention", "naive_attention", "resolve_backend", "get_kind", "EPS", "KINDS", "REGISTRY", "BACKENDS",
+           "KindParameters"]
 
 
 def resolve_backend(backend: str, kind: str, device: torch.device, need_weights: bool, padded: bool) -> str:
@@ -32,12 +37,13 @@ def resolve_backend(backend: str, kind: str, device: torch.device, need_weights:
     backend = os.environ.get("SOFTPICK_ATTN_BACKEND", backend)
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r} is not one of {BACKENDS}")
+    on_kernel = get_kind(kind).flash_kernel == "softpick"
     if backend == "auto":
-        fast_ok = kind == "softpick" and device.type == "cuda" and not need_weights and not padded
+        fast_ok = on_kernel and device.type == "cuda" and not need_weights and not padded
         return "triton" if fast_ok and _triton_available() else "torch"
     if backend == "triton":
-        if kind != "softpick":
-            raise ValueError("the triton backend implements softpick only; use backend 'torch' or 'auto' for softmax")
+        if not on_kernel:
+            raise ValueError(f"the triton backend implements softpick weights only, not {kind!r}; use backend 'torch' or 'auto'")
         if need_weights:
             raise ValueError("the triton backend does not return attention weights; use backend 'torch'")
         if padded:
@@ -64,39 +70,56 @@ def attention(
     scale: float | None = None,
     return_weights: bool = False,
     backend: str = "auto",
+    params: KindParameters | None = None,
+    layer_input: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if kind not in KINDS:
-        raise ValueError(f"unknown attention kind {kind!r}; expected one of {KINDS}")
+    spec = get_kind(kind)
+    spec.check_inputs(params, layer_input)
     padded = attention_mask is not None and not bool(attention_mask.all())
     chosen = resolve_backend(backend, kind, q.device, return_weights, padded)
+    if return_weights:
+        return spec.reference(q, k, v, causal=causal, attention_mask=attention_mask, scale=scale, params=params,
+                              layer_input=layer_input)
+    q = spec.prepare_query(q, params, k.shape[1])
     if chosen == "triton":
-        from .triton import softpick_flash_attention
+        out = _triton_softpick(q, k, v, scale=scale, causal=causal)
+    elif spec.sdpa:
+        out = _sdpa_softmax(q, k, v, causal=causal, attention_mask=attention_mask if padded else None, scale=scale)
+    else:
+        weights_fn = lambda s, m: spec.weights(s, m, params)  # noqa: E731
+        if spec.fused_softpick:
+            from .torch_fused import softpick_weights_fused as weights_fn  # same numbers, leaner backward
+        out, _ = naive_attention(q, k, v, causal=causal, attention_mask=attention_mask, scale=scale, weights_fn=weights_fn)
+    return spec.finish(out, params, layer_input), None
 
-        if torch.is_autocast_enabled(q.device.type):
-            # a custom op gets no autocast casts: under bf16 autocast RoPE leaves q, k in fp32, v in bf16
-            dtype = torch.get_autocast_dtype(q.device.type)
-            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        return softpick_flash_attention(q, k, v, scale=scale, causal=causal), None
-    if kind == "softmax" and not return_weights:
-        # SDPA wants [B, H, T, D]; GQA through enable_gqa.
-        mask = None
-        if padded or (causal and q.shape[1] != k.shape[1]):  # SDPA's is_causal aligns top-left; a KV cache needs bottom-right
-            from .reference import build_mask
 
-            B, T, S = q.shape[0], q.shape[1], k.shape[1]
-            mask = build_mask(B, T, S, causal=causal, attention_mask=attention_mask, device=q.device)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=mask, is_causal=causal and mask is None, scale=scale,
-            enable_gqa=k.shape[2] != q.shape[2],
-        )
-        out = out.transpose(1, 2)
-        if mask is not None:  # fully masked rows: SDPA gives NaN, the reference 0
-            out = out.masked_fill(~mask.any(-1).transpose(1, 2)[..., None], 0.0)
-        return out, None
-    weights_fn = None
-    if kind == "softpick" and not return_weights:
-        from .torch_fused import softpick_weights_fused as weights_fn  # same numbers, leaner backward
-    out, weights = naive_attention(q, k, v, kind=kind, causal=causal, attention_mask=attention_mask, scale=scale,
-                                   weights_fn=weights_fn)
-    return out, (weights if return_weights else None)
+def _triton_softpick(q, k, v, *, scale, causal):
+    from .triton import softpick_flash_attention
+
+    if torch.is_autocast_enabled(q.device.type):
+        # a custom op gets no autocast casts: under bf16 autocast RoPE leaves q, k in fp32, v in bf16
+        dtype = torch.get_autocast_dtype(q.device.type)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    return softpick_flash_attention(q, k, v, scale=scale, causal=causal)
+
+
+def _sdpa_softmax(q, k, v, *, causal, attention_mask, scale):
+    """Softmax attention through torch SDPA ([B, H, T, D] inside; GQA through enable_gqa).
+
+    SDPA's is_causal aligns the first query with the first key; with fewer queries than keys (decoding with a
+    cache) the last query must see the last key, so the mask is built explicitly (reference.build_mask)."""
+    mask = None
+    B, T, S = q.shape[0], q.shape[1], k.shape[1]
+    if attention_mask is not None or (causal and T != S):
+        from .reference import build_mask
+
+        mask = build_mask(B, T, S, causal=causal, attention_mask=attention_mask, device=q.device)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        attn_mask=mask, is_causal=causal and mask is None, scale=scale,
+        enable_gqa=k.shape[2] != q.shape[2],
+    )
+    out = out.transpose(1, 2)
+    if mask is not None:  # fully masked rows: SDPA gives NaN, the reference 0
+        out = out.masked_fill(~mask.any(-1).transpose(1, 2)[..., None], 0.0)
+    return out
