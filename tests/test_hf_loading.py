@@ -132,7 +132,7 @@ def test_import_softpick_registers_the_auto_classes(exported, tmp_path):
     assert "CLASS softpick.model SoftpickForCausalLM" in proc.stdout
 
 
-@pytest.mark.parametrize("kind", ["softmax", "softpick"])
+@pytest.mark.parametrize("kind", ["softmax", "softpick", "gated"])
 def test_kv_cache_generation_matches_full_recompute(exported, kind):
     _, models = exported
     model = models[kind]
