@@ -27,9 +27,21 @@ from typing import Any, Iterable
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def resource_path(checkout_rel: str, packaged_rel: str) -> Path:
+    """A file shipped with the project: from the checkout in the working directory when there is one
+    (Snakemake runs there; its configs / schemas win over an installed copy), else the copy inside the
+    package (softpick/_resources: links into the source tree, real files in a non-editable install)."""
+    local = Path.cwd() / checkout_rel
+    if local.exists() and (Path.cwd() / "workflow" / "schemas" / "config.schema.json").exists():
+        return local.resolve()
+    return (Path(__file__).resolve().parent / "_resources" / packaged_rel).resolve()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree (a non-editable install has none)
+SCHEMA_DIR = resource_path("workflow/schemas", "schemas")
+DEFAULT_CONFIG = resource_path("configs/default.yaml", "configs/default.yaml")
 
 
 class ConfigError(ValueError):

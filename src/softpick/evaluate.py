@@ -4,9 +4,11 @@ Tasks (short names; lm-eval task ``softpick_<name>``): arc_easy, arc_challenge, 
 hellaswag, winogrande, boolq, openbookqa, sciq. Their YAMLs (src/softpick/lm_eval_tasks/) mirror
 lm-eval's own definitions (same doc_to_text / doc_to_choice / doc_to_target / metrics, lm-eval's
 own utils via ``!function``) but read the offline files in data/tasks/ (built by
-scripts/build_tasks.py, sha256-checked against data/tasks/manifest.json). The templates need
-absolute paths, so they are rendered into a temporary include dir per call; the TaskManager is
-built with ``include_defaults=False`` (indexing lm-eval's thousands of YAMLs would cost seconds).
+scripts/build_tasks.py, sha256-checked against data/tasks/manifest.json) through
+``custom_dataset: !function loader.load_task`` (lm_eval_tasks/loader.py): the YAMLs work as shipped
+with ``lm_eval --include_path``; this module passes limit / val_docs as task metadata. The
+TaskManager is built with ``include_defaults=False`` (indexing lm-eval's thousands of YAMLs would
+cost seconds).
 
 The held-out perplexity task (``softpick_val_ppl``) replaces WikiText: lm-eval's
 loglikelihood_rolling protocol over whole documents of ``val_docs.jsonl`` (windows of
@@ -24,14 +26,12 @@ max_length from the config, lm-eval seeds fixed, bootstrap stderr single-process
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import os
 import random
 import sys
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -41,53 +41,35 @@ import torch
 
 from .atomic import write_json_atomic
 from .finite import check_finite_metrics, check_finite_model
+from .lm_eval_tasks import loader
 
 TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "lambada", "piqa", "hellaswag", "winogrande",
                           "boolq", "openbookqa", "sciq")
 PPL_TASK = "val_ppl"
 PREFIX = "softpick_"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
 SEED = 1234
 BOOTSTRAP_ITERS = 1000
 # metric keys copied into the output (when lm-eval reports them), per task
 _TASK_METRICS = ("acc", "acc_norm", "perplexity")
 _PPL_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
-_verified: dict[Path, str] = {}
+def tasks_dir() -> Path:
+    """The shipped task YAMLs (lm-eval --include_path); their data is found by lm_eval_tasks/loader.py."""
+    return Path(str(resources.files("softpick.lm_eval_tasks")))
 
 
 def task_data_dir() -> Path:
-    """data/tasks of this checkout, or $SOFTPICK_TASK_DATA."""
-    return Path(os.environ.get("SOFTPICK_TASK_DATA", DEFAULT_DATA_DIR)).resolve()
+    """The offline task files: $SOFTPICK_TASK_DATA, else the package's copy, else ./data/tasks."""
+    return loader.task_data_dir()
 
 
 def load_manifest(data_dir: Path | None = None) -> dict:
-    data_dir = Path(data_dir or task_data_dir())
-    path = data_dir / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run scripts/build_tasks.py (or set SOFTPICK_TASK_DATA)")
-    return json.loads(path.read_text())["tasks"]
-
-
-def _check_sha(path: Path, expected: str) -> None:
-    if _verified.get(path) == expected:
-        return
-    h = hashlib.sha256(path.read_bytes()).hexdigest()
-    if h != expected:
-        raise ValueError(f"{path}: sha256 {h} does not match data/tasks/manifest.json ({expected})")
-    _verified[path] = expected
+    return loader.load_manifest(data_dir)
 
 
 def load_task_docs(task: str, data_dir: Path | None = None) -> list[dict]:
     """The raw rows of one offline task file (for tests and inspection)."""
-    import lzma
-
-    data_dir = Path(data_dir or task_data_dir())
-    entry = load_manifest(data_dir)[task]
-    path = data_dir / entry["file"]
-    _check_sha(path, entry["sha256"])
-    with lzma.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return loader.read_task_rows(task, data_dir)
 
 
 def _check_tasks(tasks) -> list[str]:
@@ -100,72 +82,20 @@ def _check_tasks(tasks) -> list[str]:
     return tasks
 
 
-def _yaml_str(path: Path) -> str:
-    # contents of a YAML double-quoted scalar (JSON escapes are valid there)
-    return json.dumps(str(path))[1:-1]
+def task_metadata(limit: int | None, val_docs: Path | None, ppl_max_docs: int | None,
+                  data_dir: Path | None = None) -> dict:
+    """What the shipped YAMLs' loaders read (lm-eval task metadata): the first `limit` rows of each
+    (sha256-checked) task file, the first `ppl_max_docs` documents of val_docs: the same document
+    selection as lm-eval's own ``limit`` (the first N documents of the split, in file order)."""
+    return {"task_data": str(Path(data_dir or task_data_dir()).resolve()), "doc_limit": limit,
+            "val_docs": str(Path(val_docs).resolve()) if val_docs is not None else None,
+            "ppl_max_docs": ppl_max_docs}
 
 
-def _iter_jsonl(path: Path):
-    import lzma
-
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield line if line.endswith("\n") else line + "\n"
-
-
-def _write_subset(src: Path, dst: Path, n: int | None) -> int:
-    """Copy the first n JSON lines of src (.jsonl or .jsonl.xz) to dst (plain jsonl); returns the count."""
-    k = 0
-    with open(dst, "w", encoding="utf-8") as out:
-        for line in _iter_jsonl(src):
-            if n is not None and k >= n:
-                break
-            out.write(line)
-            k += 1
-    return k
-
-
-def render_tasks(out_dir: Path, tasks: list[str], val_docs: Path | None, *, limit: int | None = None,
-                 ppl_max_docs: int | None = None, data_dir: Path | None = None) -> dict[str, int]:
-    """Render the task YAMLs for `tasks` (+ the perplexity task if val_docs) into out_dir.
-
-    Each task reads a plain-jsonl copy of the first `limit` rows of its (sha256-checked) data file
-    (the perplexity task: the first `ppl_max_docs` documents of val_docs), written under out_dir,
-    with the datasets cache under out_dir as well: nothing is written to the user's HF cache and
-    concurrent evaluations do not share state. This is the same document selection as lm-eval's
-    own ``limit`` (the first N documents of the evaluation split, in file order).
-
-    Returns {lm-eval task name: number of documents}."""
-    data_dir = Path(data_dir or task_data_dir()).resolve()
-    out_dir = Path(out_dir).resolve()
+def task_sizes(tasks: list[str], limit: int | None, data_dir: Path | None = None) -> dict[str, int]:
+    """{lm-eval task name: number of documents} from the manifest's row counts."""
     manifest = load_manifest(data_dir)
-    templates = resources.files("softpick.lm_eval_tasks")
-    sizes: dict[str, int] = {}
-    (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    cache = out_dir / "hf_cache"
-
-    def render(name: str, data_file: Path) -> None:
-        text = templates.joinpath(f"{name}.yaml").read_text()
-        text = text.replace("@DATA_FILE@", _yaml_str(data_file)).replace("@CACHE_DIR@", _yaml_str(cache))
-        (out_dir / f"{name}.yaml").write_text(text)
-
-    for t in _check_tasks(tasks):
-        entry = manifest[t]
-        src = data_dir / entry["file"]
-        _check_sha(src, entry["sha256"])
-        dst = out_dir / "data" / f"{t}.jsonl"
-        sizes[PREFIX + t] = _write_subset(src, dst, limit)
-        render(t, dst)
-    if val_docs is not None:
-        dst = out_dir / "data" / f"{PPL_TASK}.jsonl"
-        n = _write_subset(Path(val_docs), dst, ppl_max_docs)
-        if n == 0:
-            raise ValueError(f"{val_docs} holds no documents")
-        sizes[PREFIX + PPL_TASK] = n
-        render(PPL_TASK, dst)
-    return sizes
+    return {PREFIX + t: min(manifest[t]["rows"], limit or manifest[t]["rows"]) for t in tasks}
 
 
 def seed_everything(seed: int = SEED) -> None:
@@ -249,16 +179,20 @@ def evaluate_model(model, tokenizer, *, tasks: list[str], limit: int | None, val
     model.eval()
     model.to(device)
 
-    with _quiet(), tempfile.TemporaryDirectory(prefix="softpick_tasks_") as td:
-        sizes = render_tasks(Path(td), tasks, Path(val_docs) if val_docs is not None else None,
-                             limit=limit, ppl_max_docs=ppl_max_docs, data_dir=data_dir)
+    with _quiet():
+        for t in tasks:  # fail on a missing / altered task file before lm-eval starts
+            loader.read_task_rows(t, data_dir, 1)
+        sizes = task_sizes(tasks, limit, data_dir)
+        if val_docs is not None:
+            sizes[PREFIX + PPL_TASK] = len(loader.load_val_docs("test", str(val_docs), ppl_max_docs)["test"])
         # add_bos_token=False: texts are encoded without the tokenizer's special tokens whatever its
         # post-processor does; BOS (prefix_token_id) is prepended only to empty contexts and to the
         # first rolling window of a perplexity document (lm-eval's wikitext protocol).
         lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
                   max_batch_size=batch_size, device=device, max_length=max_length, dtype=torch.float32,
                   add_bos_token=False)
-        tm = TaskManager(include_path=td, include_defaults=False)
+        tm = TaskManager(include_path=str(tasks_dir()), include_defaults=False,
+                         metadata=task_metadata(limit, val_docs, ppl_max_docs, data_dir))
         out = lm_eval.simple_evaluate(
             model=lm, tasks=list(sizes), num_fewshot=0, limit=None, task_manager=tm,
             bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False, random_seed=SEED, numpy_random_seed=SEED,

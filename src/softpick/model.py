@@ -8,13 +8,15 @@ hidden_states (output_hidden_states=True) holds num_layers + 2 tensors: the embe
 the residual stream after each layer, and the final normed output, the population that the
 paper's kurtosis / massive-activation metrics pool.
 attentions (output_attentions=True) holds one [B, H, T, T] weight tensor per layer (reference path).
+KV cache: `use_cache=True` (generate's default) keeps each layer's keys / values in a transformers
+DynamicCache, so a decoding step runs only the new tokens (positions continue after the cached ones).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .attention import BACKENDS, KINDS, KindParameters, attention, get_kind
@@ -98,9 +100,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, config: SoftpickConfig):
+    def __init__(self, config: SoftpickConfig, layer_idx: int = 0):
         super().__init__()
         self.config = config
+        self.layer_idx = layer_idx  # this layer's slot in the KV cache
         self.n_heads = config.num_attention_heads
         self.n_kv = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -111,12 +114,15 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, C, bias=False)
         self.kind_params = get_kind(config.attention_kind).make_params(config)  # learned per-kind parameters, or None
 
-    def forward(self, x, cos, sin, attention_mask, output_attentions: bool):
+    def forward(self, x, cos, sin, attention_mask, output_attentions: bool, cache=None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # KV cache: append this step's keys / values (the Cache API stores [B, Hkv, S, D]), attend over all
+        if cache is not None:
+            k, v = (t.transpose(1, 2) for t in cache.update(k.transpose(1, 2), v.transpose(1, 2), self.layer_idx))
         out, weights = attention(
             q, k, v,
             kind=self.config.attention_kind,
@@ -143,15 +149,15 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: SoftpickConfig):
+    def __init__(self, config: SoftpickConfig, layer_idx: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, layer_idx)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, attention_mask, output_attentions: bool):
-        a, weights = self.self_attn(self.input_layernorm(x), cos, sin, attention_mask, output_attentions)
+    def forward(self, x, cos, sin, attention_mask, output_attentions: bool, cache=None):
+        a, weights = self.self_attn(self.input_layernorm(x), cos, sin, attention_mask, output_attentions, cache)
         x = x + a
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, weights
@@ -177,7 +183,7 @@ class SoftpickModel(SoftpickPreTrainedModel):
     def __init__(self, config: SoftpickConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_init()
 
@@ -188,16 +194,17 @@ class SoftpickModel(SoftpickPreTrainedModel):
         self.embed_tokens = value
 
     def forward(self, input_ids, attention_mask=None, position_ids=None,
-                output_attentions: bool = False, output_hidden_states: bool = False):
+                output_attentions: bool = False, output_hidden_states: bool = False, cache=None):
         B, T = input_ids.shape
         x = self.embed_tokens(input_ids)
+        past = cache.get_seq_length() if cache is not None else 0  # tokens already in the KV cache
         if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device)[None].expand(B, T)
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None].expand(B, T)
         cos, sin = rope_tables(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         hidden = [x] if output_hidden_states else None
         attns = [] if output_attentions else None
         for layer in self.layers:
-            x, w = layer(x, cos, sin, attention_mask, output_attentions)
+            x, w = layer(x, cos, sin, attention_mask, output_attentions, cache)
             if output_hidden_states:
                 hidden.append(x)
             if output_attentions:
@@ -227,19 +234,20 @@ class SoftpickForCausalLM(SoftpickPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        # No KV cache: every step re-reads the whole prefix (fine for evaluation-sized models).
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
-
     def forward(self, input_ids, attention_mask=None, position_ids=None, labels=None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, targets=None, **kwargs):
+                return_dict: bool | None = None, targets=None, cache=None, past_key_values=None,
+                use_cache: bool | None = None, **kwargs):
         """labels: transformers' convention (shifted inside). targets: the next token of every input
         position, already aligned (the trainer's): the loss is then computed in this forward, so a
-        compiled model fuses the fp32 upcast and cross-entropy with lm_head, and no logits are returned."""
+        compiled model fuses the fp32 upcast and cross-entropy with lm_head, and no logits are returned.
+        cache (transformers >= 5; past_key_values before): a Cache to extend; use_cache=True starts one."""
+        cache = cache if cache is not None else past_key_values
+        if cache is None and use_cache:
+            cache = DynamicCache()
         h, hidden, attns = self.model(
             input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
+            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states), cache=cache,
         )
         logits = self.lm_head(h)
         loss = None
@@ -250,7 +258,12 @@ class SoftpickForCausalLM(SoftpickPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=hidden, attentions=attns)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=hidden, attentions=attns,
+                                      **({_CACHE_FIELD: cache} if cache is not None else {}))
+
+
+# the output's cache field: "cache" in transformers >= 5, "past_key_values" before
+_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 AutoConfig.register(SoftpickConfig.model_type, SoftpickConfig, exist_ok=True)

@@ -555,11 +555,14 @@ def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, l
     """save_pretrained into a temp dir beside out_dir, then swap it in: never a half-written model."""
     import yaml
 
+    from .hf_export import save_remote_code
+
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    save_remote_code(tmp)  # modeling code + auto_map: loads with trust_remote_code, no softpick needed
     shutil.copy(log_path, tmp / "train_log.jsonl")
     (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
     (tmp / "resolved_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

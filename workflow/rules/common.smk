@@ -12,7 +12,7 @@ CODE = {
     "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
               *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
-    "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py"],
+    "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
     "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
