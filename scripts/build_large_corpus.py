@@ -458,13 +458,33 @@ class _HTMLText(html.parser.HTMLParser):
             self.parts.append(data)
 
 
-def html_to_text(s: str) -> str:
-    """HTML -> text (stdlib parser); DocBook navigation header/footer blocks removed first."""
+def html_to_text(s: str, start: str | None = None, end: str | None = None) -> str:
+    """HTML -> text (stdlib parser). With ``start`` / ``end`` only the part between the first
+    occurrences of those markers is kept (a page's main region); DocBook navigation header/footer
+    blocks are removed."""
+    if start is not None and start in s:
+        s = s[s.index(start):]
+    if end is not None and end in s:
+        s = s[:s.index(end)]
     s = re.sub(r'<div class="nav(?:header|footer)">.*?</div>\s*(?=<|$)', " ", s, flags=re.S)
     p = _HTMLText()
     p.feed(s)
     p.close()
     return "".join(p.parts)
+
+
+def drop_boilerplate_lines(docs: list[Doc], max_share: float = 0.2, min_docs: int = 20) -> list[Doc]:
+    """Remove lines (menus, footers of HTML pages) that occur in more than ``max_share`` of a
+    source's documents; sources with fewer than ``min_docs`` documents are left alone."""
+    if len(docs) < min_docs:
+        return docs
+    counts: collections.Counter = collections.Counter()
+    for d in docs:
+        counts.update({ln.strip() for ln in d["text"].split("\n") if ln.strip()})
+    limit = max_share * len(docs)
+    common = {ln for ln, c in counts.items() if c > limit}
+    return [dict(d, text="\n".join(ln for ln in d["text"].split("\n") if ln.strip() not in common))
+            for d in docs]
 
 
 _GCIDE_SOURCE = re.compile(r"^\s*\[(?:1913 Webster|Webster 1913 Suppl\.|PJC|WordNet 1\.5|Century Dict\.|"
@@ -613,21 +633,55 @@ def extract_python_doc(u: Unpacked) -> Iterator[Doc]:
         yield doc("python_doc", key, f"Python 3.11 documentation: {key}", clean_rst(u.text(name)))
 
 
-def extract_texlive_humanities(u: Unpacked) -> Iterator[Doc]:
-    _require_tool("pdftotext", "poppler-utils")
-    for name in u.under("usr/share/doc/texlive-doc/", ".pdf"):
-        res = subprocess.run(["pdftotext", "-q", "-enc", "UTF-8", "-nopgbrk", str(u.root / name), "-"],
-                             capture_output=True)
-        text = res.stdout.decode("utf-8", errors="replace")
-        text = re.sub(r"(\w)-\n(\w)", r"\1\2", text)  # hyphenation at line ends
-        key = name[len("usr/share/doc/texlive-doc/"):-4]
-        yield doc("texlive_humanities", key, f"TeX Live documentation: {key}", text)
+_ENGLISH_FUNCTION_WORDS = frozenset("the of and to a in is that for it with as be on are this by".split())
+
+
+def looks_english(text: str, min_share: float = 0.04) -> bool:
+    """Share of very common English function words among the words (German / French manuals ~0.01)."""
+    words = re.findall(r"[A-Za-z\u00c0-\u024f]+", text.lower())
+    return bool(words) and sum(w in _ENGLISH_FUNCTION_WORDS for w in words) >= min_share * len(words)
+
+
+def _texlive_pdfs(source: str) -> Callable[[Unpacked], Iterator[Doc]]:
+    def extract(u: Unpacked) -> Iterator[Doc]:
+        _require_tool("pdftotext", "poppler-utils")
+        base = "usr/share/doc/texlive-doc/"
+        for name in u.under(base, ".pdf"):
+            res = subprocess.run(["pdftotext", "-q", "-enc", "UTF-8", "-nopgbrk", str(u.root / name), "-"],
+                                 capture_output=True)
+            text = res.stdout.decode("utf-8", errors="replace")
+            text = re.sub(r"(\w)-\n(\w)", r"\1\2", text)  # hyphenation at line ends
+            key = name[len(base):-4]
+            if looks_english(text):  # manuals in other languages are skipped
+                yield doc(source, key, f"TeX Live documentation: {key}", text)
+    extract.__name__ = f"extract_{source}"
+    return extract
+
+
+def _html_pages(source: str, base: str, title: str, start: str | None = None, end: str | None = None,
+                skip: str | None = None) -> Callable[[Unpacked], list[Doc]]:
+    """One document per HTML page under ``base`` (main region between ``start`` and ``end`` when
+    given; pages whose relative name matches ``skip`` left out), then boilerplate lines dropped."""
+    def extract(u: Unpacked) -> list[Doc]:
+        docs = []
+        for name in u.under(base, ".html"):
+            key = name[len(base):-5]
+            if skip is not None and re.search(skip, key):
+                continue
+            text = html_to_text(u.text(name), start, end).replace("\u00b6", "")  # Sphinx permalink signs
+            docs.append(doc(source, key, f"{title}: {key}", text))
+        return drop_boilerplate_lines(docs)
+    extract.__name__ = f"extract_{source}"
+    return extract
+
+
+PERL_POD_SKIP = {"perluniprops", "perltoc"}  # Unicode property tables; table of contents of the rest
 
 
 def extract_perl_doc(u: Unpacked) -> Iterator[Doc]:
     for name in u.under("usr/share/perl/"):
-        if name.endswith(".pod"):
-            key = name.rsplit("/", 1)[1][:-4]
+        key = name.rsplit("/", 1)[1][:-4]
+        if name.endswith(".pod") and key not in PERL_POD_SKIP:
             yield doc("perl_doc", key, f"Perl documentation: {key}", clean_pod(u.text(name)))
 
 
@@ -639,13 +693,6 @@ def extract_git_doc(u: Unpacked) -> Iterator[Doc]:
         yield doc("git_doc", key, f"Git documentation: {key}", clean_asciidoc(u.text(name)))
 
 
-def extract_postgresql_doc(u: Unpacked) -> Iterator[Doc]:
-    base = "usr/share/doc/postgresql-doc-15/html/"
-    for name in u.under(base, ".html"):
-        key = name[len(base):-5]
-        if key.startswith("release-"):
-            continue
-        yield doc("postgresql_doc", key, f"PostgreSQL 15 documentation: {key}", html_to_text(u.text(name)))
 
 
 # ---------------------------------------------------------------------------
@@ -723,7 +770,8 @@ SOURCES: dict[str, Source] = {
         "debian", "texlive-humanities-doc", "2022.20230122-4", "texlive-humanities-doc_2022.20230122-4_all.deb",
         "b9ff3e33bfad812999000ae009d701d867701afad144433c36a78322f3d88e33",
         "per TeX package, mostly LPPL-1.3c, some GPL / public domain (package copyright file)"),
-        extract_texlive_humanities, "PDF manuals through `pdftotext -nopgbrk`; line-end hyphenation joined"),
+        _texlive_pdfs("texlive_humanities"),
+        "PDF manuals through `pdftotext -nopgbrk`; line-end hyphenation joined; manuals not in English skipped"),
     "perl_doc": Source(Archive(
         "debian", "perl-doc", "5.36.0-7+deb12u4", "perl-doc_5.36.0-7+deb12u4_all.deb",
         "f4269cff4576d6f02a6756df842988e58451c7e945b08517dd235531b24e48f8",
@@ -738,7 +786,35 @@ SOURCES: dict[str, Source] = {
         "debian", "postgresql-doc-15", "15.20-0+deb12u1", "postgresql-doc-15_15.20-0+deb12u1_all.deb",
         "4c44bf2c599f208b3f46454a6cf7a72e25ec46ff74d37b59dd31ad76b00eebb7",
         "PostgreSQL Licence (BSD-like)"),
-        extract_postgresql_doc, "HTML tags, navigation header/footer; release notes skipped"),
+        _html_pages("postgresql_doc", "usr/share/doc/postgresql-doc-15/html/", "PostgreSQL 15 documentation",
+                    skip=r"^release-"),
+        "HTML tags, navigation header/footer, lines repeated on > 20% of pages; release notes skipped"),
+    "django_doc": Source(Archive(
+        "debian", "python-django-doc", "3:3.2.25-0+deb12u7", "python-django-doc_3%3a3.2.25-0+deb12u7_all.deb",
+        "87307f067916df72e17180d35b7cde5c7ea6080336cda518efd7f6e66988a7ca", "BSD-3-Clause (Django documentation)"),
+        _html_pages("django_doc", "usr/share/doc/python-django-doc/html/", "Django 3.2 documentation",
+                    start='<div id="yui-main">', end='<div class="sphinxsidebar"', skip=r"^(releases|_modules)/|^genindex|^py-modindex|^search"),
+        "Sphinx HTML: only the main region; lines repeated on > 20% of pages; release notes, indexes skipped"),
+    "sqlite_doc": Source(Archive(
+        "debian", "sqlite3-doc", "3.40.1-2+deb12u2", "sqlite3-doc_3.40.1-2+deb12u2_all.deb",
+        "466e30d7066e2641fa13e56bc662a2ad521b8cc9c17dde9c9dac3d4f105e32f2", "public domain (SQLite documentation)"),
+        _html_pages("sqlite_doc", "usr/share/doc/sqlite3/", "SQLite documentation", skip=r"^(releaselog|changes|chronology)"),
+        "HTML tags; menu / footer lines (repeated on > 20% of pages); release logs skipped"),
+    "vim_doc": Source(Archive(
+        "debian", "vim-doc", "2:9.0.1378-2+deb12u2", "vim-doc_2%3a9.0.1378-2+deb12u2_all.deb",
+        "6a7e9419d1e249ab5eabd4753bf600e807ccd564dbd9621d0fb90fa30d25e36d", "Vim licence (help files); user manual OPL-1.0 with no options exercised (package copyright file)"),
+        _html_pages("vim_doc", "usr/share/doc/vim/html/", "Vim help", skip=r"^(version\d|tags$|index$)"),
+        "HTML tags; navigation lines (repeated on > 20% of pages); version histories and tag indexes skipped"),
+    "texlive_latex_recommended": Source(Archive(
+        "debian", "texlive-latex-recommended-doc", "2022.20230122-3",
+        "texlive-latex-recommended-doc_2022.20230122-3_all.deb", "8bea1f81bf50354fa4f3046c2dbb82efba9b8520aca0b2ab12eed18554a66c11",
+        "per TeX package, mostly LPPL-1.3c, some GPL / public domain (package copyright file)"),
+        _texlive_pdfs("texlive_latex_recommended"), "as for texlive_humanities"),
+    "texlive_latex_base": Source(Archive(
+        "debian", "texlive-latex-base-doc", "2022.20230122-3", "texlive-latex-base-doc_2022.20230122-3_all.deb",
+        "122dbbe00bd22f872b1837eb86bd76fbac6ec84dd4f5f0c76cc9c18484485848",
+        "per TeX package, mostly LPPL-1.3c, some GPL / public domain (package copyright file)"),
+        _texlive_pdfs("texlive_latex_base"), "as for texlive_humanities"),
 }
 
 

@@ -203,3 +203,15 @@ def test_build_is_deterministic_and_readable_by_the_data_stage(tmp_path, monkeyp
     assert m1["duplicates_dropped"] == 1 and m1["sources"]["gutenberg"]["documents"] == 3
     assert [i for i, _ in _iter_jsonl(a)] == [r["id"] for r in recs]
     assert "tiny-1.0.tgz" in (tmp_path / "a" / "SOURCES.md").read_text()
+
+
+def test_boilerplate_lines_and_english_filter():
+    pages = [blc.doc("h", f"p{i}", "P", f"Home\nAbout\nPage {i} explains topic {i} in detail.\nFooter") for i in range(30)]
+    pages.append(blc.doc("h", "odd", "P", "Home\nA page that only shares the menu."))
+    cleaned = blc.drop_boilerplate_lines(pages)
+    assert cleaned[3]["text"] == "Page 3 explains topic 3 in detail."
+    assert cleaned[-1]["text"] == "A page that only shares the menu."
+    assert blc.drop_boilerplate_lines(pages[:5]) == pages[:5]  # too few pages to tell
+    assert blc.looks_english("This is the manual of the package, and it explains how to use it in a document.")
+    assert not blc.looks_english("Dieses Paket stellt Befehle bereit, mit denen man Glossen setzen kann.")
+    assert not blc.looks_english("Ce paquet fournit des commandes pour composer des gloses interlinéaires.")
