@@ -154,14 +154,13 @@ def verify_sha256(path: Path, archive: Archive) -> None:
 
 
 def fetch(archive: Archive, dest: Path, archives: Path | None) -> Path:
-    """Return the verified archive in ``dest`` (copied from ``archives`` or downloaded)."""
+    """Return the verified archive: ``archives/<file>`` when ``archives`` is given, else ``dest/<file>``
+    (downloaded unless already there)."""
     target = dest / archive.filename
     if archives is not None:
-        cand = archives / archive.filename
-        if not cand.is_file():
+        target = archives / archive.filename
+        if not target.is_file():
             raise ArchiveError(f"--archives {archives}: archive {archive.filename} ({archive.spec}) not found")
-        if cand.resolve() != target.resolve():
-            shutil.copyfile(cand, target)
     elif not target.is_file():
         if archive.registry == "npm":
             cmd = ["npm", "pack", "--silent", "--pack-destination", str(dest), archive.spec]
@@ -873,13 +872,13 @@ def build(out_dir: Path, archives: Path | None, keep: Path | None, only: list[st
     with tempfile.TemporaryDirectory(prefix="corpus-large-") as td:
         dl_dir = keep if keep is not None else Path(td)
         dl_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
         for name in names:  # verify every archive before the (slow) extraction starts
-            fetch(SOURCES[name].archive, dl_dir, archives)
+            paths[name] = fetch(SOURCES[name].archive, dl_dir, archives)
             log(f"[{time.time() - t0:6.0f}s] verified {SOURCES[name].archive.filename}")
         for name in names:
             src = SOURCES[name]
-            path = dl_dir / src.archive.filename if archives is None else archives / src.archive.filename
-            unpacked = Unpacked(path, Path(td))
+            unpacked = Unpacked(paths[name], Path(td))
             docs = list(finalise(src.extract(unpacked)))
             del unpacked
             per_source[name] = {"documents_extracted": len(docs)}
