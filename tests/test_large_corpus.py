@@ -215,3 +215,28 @@ def test_boilerplate_lines_and_english_filter():
     assert blc.looks_english("This is the manual of the package, and it explains how to use it in a document.")
     assert not blc.looks_english("Dieses Paket stellt Befehle bereit, mit denen man Glossen setzen kann.")
     assert not blc.looks_english("Ce paquet fournit des commandes pour composer des gloses interlinéaires.")
+
+
+def _dry_run(tmp_path: Path, data: dict) -> str:
+    import subprocess
+
+    import yaml
+
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"run_name": f"lc-dag-{tmp_path.name}", "data": data}))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                           "configs/default.yaml", str(override), "--", "data"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_data_rule_needs_the_large_corpus_only_when_configured(tmp_path):
+    """The tiny default never schedules the large-corpus build; corpus_path under data/corpus-large
+    makes that file an input of the data job (built by large_corpus when it is missing)."""
+    tiny = _dry_run(tmp_path, {"corpus_path": "data/corpus/corpus.jsonl.xz"})
+    assert "large_corpus" not in tiny and blc.OUT_DIR.name not in tiny
+    large = _dry_run(tmp_path, {"corpus_path": "data/corpus-large/corpus.jsonl.xz"})
+    data_job = large[large.index("rule data:"):]
+    assert "data/corpus-large/corpus.jsonl.xz" in data_job.split("output:")[0]
+    assert ("rule large_corpus:" in large) == (not (blc.OUT_DIR / "corpus.jsonl.xz").is_file())
