@@ -44,3 +44,15 @@ def test_paper_config_offline_names_the_tokenizer(tmp_path, name):
     assert proc.returncode == 2, proc.stderr
     assert TOKENIZER in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("tokens_train.npy"))
+
+
+@pytest.mark.parametrize("name", ["small", "paper-340m", "paper-1.8b"])
+def test_full_scale_configs_run_every_method_at_every_bit_width_it_supports(name):
+    """The default's subset (quantize.bits_by_method) must not leak into the full grids through the merge."""
+    from softpick.quantize import METHODS, quantize_jobs
+
+    quant = _config(name)["quantize"]
+    jobs = quantize_jobs(quant)
+    assert set(quant["methods"]) == set(METHODS)
+    for method, spec in METHODS.items():
+        assert sorted(b for m, b in jobs if m == method) == sorted(spec.bits), method
