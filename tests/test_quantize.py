@@ -419,3 +419,21 @@ def test_config_rejects_unsupported_pairs_at_parse_time():
         load_config(overrides=["quantize.gptq.damping=0.1"])
     cfg = load_config(overrides=["quantize.methods=[gptq, bnb]", "quantize.bits=[3]"])
     assert quantize_jobs(cfg["quantize"]) == [("gptq", 3), ("bnb", 4)]  # the default's bnb: [4] applies
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_bnb_4bit_inference_on_any_cpu_with_inputs_not_a_multiple_of_the_block(quant_type):
+    """The tiny model's down_proj has 352 inputs: bitsandbytes' AVX512-BF16 repacking (taken at the first
+    inference forward on CPUs that have it) failed there with a reshape error, and would change the
+    numbers by CPU. Every CPU must take the float32 dequantize + matmul path."""
+    from softpick.quantize.bnb import _linear4bit, dequantized_weight
+
+    torch.manual_seed(0)
+    linear = nn.Linear(352, 128, bias=False)
+    q = _linear4bit(linear, quant_type, 64, "cpu").eval()
+    assert q.support_avx512bf16_for_cpu is False
+    x = torch.randn(5, 352)
+    with torch.no_grad():
+        y = q(x)
+    expected = x.double() @ dequantized_weight(q).double().T
+    assert torch.allclose(y.double(), expected, rtol=1e-5, atol=1e-5)

@@ -3,8 +3,9 @@
 Both quantize when their parameters are moved to the device (CPU or CUDA). 4-bit: blockwise absmax
 over blocks of ``group_size`` consecutive weights (row-major), codes from the NF4 or FP4 table,
 absmax kept in float32 (no double quantization), compute dtype float32; on CPU the forward
-dequantizes and multiplies (bitsandbytes' CPU kernel, or its fallback when the optional `kernels`
-package is absent), on CUDA it runs bitsandbytes' 4-bit kernels. 8-bit: the weight is cast to
+dequantizes and multiplies in float32 (bitsandbytes' AVX512-BF16 repacking is switched off: it
+needs in_features divisible by the block size and changes the numbers by CPU), on CUDA it runs
+bitsandbytes' 4-bit kernels. 8-bit: the weight is cast to
 float16 and quantized per output row (absmax / 127), and the forward is LLM.int8: input rows
 quantized to int8 per token, columns with any |x| > threshold (6.0) computed in 16-bit beside the
 int8 product (on CPU bitsandbytes' int8 matmul kernel in torch; on CUDA cuBLASLt int8).
@@ -35,6 +36,11 @@ def _linear4bit(linear, quant_type: str, blocksize: int, device):
                                  quant_type=quant_type, blocksize=blocksize, compress_statistics=False)
     if linear.bias is not None:
         q.bias = torch.nn.Parameter(linear.bias.detach().float().cpu().clone(), requires_grad=False)
+    # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first inference forward on
+    # CPUs that have the instruction: that path needs in_features % blocksize == 0 (it fails on the tiny
+    # model's down_proj, 352 inputs) and stores absmax in bfloat16, so results would depend on the CPU.
+    # Off: every CPU dequantizes and multiplies in float32, the same numbers everywhere.
+    q.support_avx512bf16_for_cpu = False
     return q.to(device)  # quantizes
 
 
