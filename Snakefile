@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analyze.smk"
+include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/passkey.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/mechanism.smk"
@@ -30,4 +31,5 @@ rule all:
         TABLES,
         PASSKEY,
         VARIANTS_TABLE,
+        KNOCKOUT,
         MECHANISM_OUTPUTS,

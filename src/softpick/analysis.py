@@ -15,6 +15,8 @@ arXiv 2504.20966 and the authors' analysis code):
 * **Kurtosis**: every element of every hidden state (embedding output, residual stream
   after each layer, final normed output), padding excluded, pooled into one population;
   Pearson (non-excess) kurtosis mu4 / mu2^2 accumulated in float64. Also min, max, max |x|.
+  `kurtosis_hf_hidden_states` pools what transformers' output_hidden_states returns (the
+  authors' analysis scripts): the same states without the last layer's un-normed output.
 * **Sink rate at T = 64** (Gu et al. 2024's protocol): the same documents truncated to their
   first min(`sink_short_len`, `max_len`) tokens, beside the full-length rate (`sink_rate_short`).
 * **Dead heads** (the paper's v4 section 7.2): a head is dead when the max over its channels of
@@ -654,6 +656,7 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
                     hs = out.hidden_states
                     if moments is None:
                         moments = MomentAccumulator()
+                        moments_hf = MomentAccumulator()
                         layer_moments = [MomentAccumulator() for _ in hs]
                         hist = np.zeros((len(hs), len(HIST_EDGES) + 1), dtype=np.int64)
                         topk = [_TopK(int(c["topk"])) for _ in hs]
@@ -664,6 +667,8 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
                         lm = MomentAccumulator().update(hm)
                         layer_moments[l].merge(lm)
                         moments.merge(MomentAccumulator(**vars(lm)))
+                        if l != len(hs) - 2:  # transformers' hidden_states: no un-normed last-layer output
+                            moments_hf.merge(MomentAccumulator(**vars(lm)))
                         b = torch.bucketize(hm.abs().double().cpu().reshape(-1), edges_t, right=True)
                         hist[l] += torch.bincount(b, minlength=len(HIST_EDGES) + 1).numpy()
                         topk[l].add(h, mask.to(h.device), idx, ids)
@@ -724,6 +729,9 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
         "sink_rate_short": short,
         "dead_heads": dead.summary() if dead is not None else None,
         "kurtosis": md["kurtosis"],
+        # the authors' pool: transformers' output_hidden_states (embedding, each layer's output but the
+        # last, the final normed output), i.e. ours without the last layer's un-normed output
+        "kurtosis_hf_hidden_states": moments_hf.kurtosis,
         "min": md["min"],
         "max": md["max"],
         "max_abs": md["max_abs"],

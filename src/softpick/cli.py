@@ -35,19 +35,22 @@ from pathlib import Path
 
 from .config import REPO_ROOT, check_device_available, load_config, run_paths
 
-STAGES = ("data", "train", "evaluate", "quantize", "analyze", "passkey", "figures", "mechanism", "mechanism_figure")
+STAGES = ("data", "train", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey", "figures", "mechanism",
+          "mechanism_figure")
 STAGE_HELP = {
     "data": "corpus -> tokenizer -> token files + manifest (results/<run>/data/)",
     "train": "pretrain one attention variant (results/<run>/models/<variant>/)",
     "evaluate": "lm-eval zero-shot tasks + held-out perplexity of one model",
     "quantize": "weight-only quantization of one model at one bit width, then the same evaluation",
     "analyze": "sink rate, kurtosis, activations and attention sparsity of one model",
+    "dynamics": "the analysis metrics and validation loss at every weight snapshot of one training",
+    "knockout": "validation loss with the first token's weight zeroed in the sink heads vs random heads",
     "passkey": "passkey retrieval accuracy of one model at several prompt lengths",
     "figures": "every figure and table of the run",
     "mechanism": "Bigram-Backcopy: train a 1-layer model on the synthetic task, measure how its attention sink forms",
     "mechanism_figure": "the mechanism figure of every variant",
 }
-MODEL_STAGES = ("train", "evaluate", "quantize", "analyze", "passkey")  # take --variant; use config 'device'
+MODEL_STAGES = ("train", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey")  # take --variant; use config 'device'
 VARIANT_STAGES = (*MODEL_STAGES, "mechanism")  # take --variant
 # The config sections each stage's work depends on: their sha256 is the header's stage digest.
 STAGE_SECTIONS = {
@@ -56,6 +59,8 @@ STAGE_SECTIONS = {
     "evaluate": ("device", "eval"),
     "quantize": ("device", "quantize", "eval"),
     "analyze": ("device", "analysis"),
+    "dynamics": ("device", "analysis", "dynamics", "train"),
+    "knockout": ("device", "analysis", "knockout", "train"),
     "passkey": ("device", "passkey"),
     "figures": ("run_name", "variants", "quantize"),
     "mechanism": ("seed", "mechanism"),
@@ -63,7 +68,8 @@ STAGE_SECTIONS = {
 }
 # Data splits each stage reads (verified against the manifest before it starts); val_docs.jsonl and
 # the tokenizer are verified for all of them.
-STAGE_SPLITS = {"train": ("train", "val"), "evaluate": (), "quantize": (), "analyze": ("val",), "passkey": ()}
+STAGE_SPLITS = {"train": ("train", "val"), "evaluate": (), "quantize": (), "analyze": ("val",), "dynamics": ("val",),
+                "knockout": ("val",), "passkey": ()}
 HEADER_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "lm_eval", "hqq", "snakemake")
 HASH_LIMIT_BYTES = 256 << 20  # inputs above this are listed with size and mtime, not hashed
 PROGRESS_INTERVAL_S = float(os.environ.get("SOFTPICK_PROGRESS_INTERVAL", "30"))
@@ -75,6 +81,8 @@ RESULT_LAYOUT = {
     "analysis_npz": "analysis/{variant}.npz",
     "eval": "eval/{variant}.json",
     "quant_glob": "quant/{variant}/*bit.json",
+    "dynamics": "dynamics/{variant}.json",
+    "knockout": "knockout/{variant}.json",
 }
 
 
@@ -156,6 +164,18 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
         _require(model_dir / "config.json", "train")
         run_analysis(model_dir, paths["data"], config["analysis"], paths["analysis"] / f"{variant}.json",
                      paths["analysis"] / f"{variant}.npz", device=_device(device))
+    elif stage == "dynamics":
+        from .dynamics import run_dynamics
+
+        _require(model_dir / "snapshots.json", "train")
+        run_dynamics(model_dir, paths["data"], config, paths["results"] / "dynamics" / f"{variant}.json",
+                     device=_device(device))
+    elif stage == "knockout":
+        from .knockout import run_knockout
+
+        _require(model_dir / "config.json", "train")
+        run_knockout(model_dir, paths["data"], config, paths["results"] / "knockout" / f"{variant}.json",
+                     device=_device(device))
     elif stage == "passkey":
         from .passkey import run_passkey
 
@@ -205,10 +225,13 @@ def default_inputs(stage: str, paths: dict, variant: str | None) -> list[str]:
         "evaluate": [*model, data / "val_docs.jsonl"],
         "quantize": [*model, data / "val_docs.jsonl"],
         "analyze": [*model, data / "tokens_val.npy", data / "docs_val.npy"],
+        "dynamics": [*model, model_dir / "snapshots.json", data / "tokens_val.npy", data / "docs_val.npy"],
+        "knockout": [*model, data / "tokens_val.npy"],
         "passkey": [*model, data / "tokenizer" / "tokenizer.json"],
         "mechanism": [data / "manifest.json", data / "tokens_train.npy", data / "docs_train.npy"],
         "mechanism_figure": sorted((paths["results"] / "mechanism").glob("*.json")),
-        "figures": sorted(p for sub in ("eval", "quant", "analysis") for p in (paths["results"] / sub).rglob("*.json")),
+        "figures": sorted(p for sub in ("eval", "quant", "analysis", "dynamics", "knockout")
+                          for p in (paths["results"] / sub).rglob("*.json")),
     }[stage]
     return [str(p) for p in found]
 

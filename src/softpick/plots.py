@@ -964,6 +964,12 @@ def make_all(run_dir, fig_dir, variants: Sequence[str] = ("softmax", "softpick")
     if quant:
         written += plot_quantization(evs, quant, fig_dir / "quantization")
         written += write_quant_table(evs, quant, table_dir / "quant_table")
+    from .figures import REGISTRY
+
+    for name, fig in REGISTRY.items():  # the figure families moved to softpick.figures
+        inputs = {key: found(key) for key in fig.READS if key in lay}
+        if len(inputs) == len(fig.READS) and all(inputs.values()):
+            written += fig.draw(inputs, (fig_dir if fig.KIND == "figure" else table_dir) / name)
     return written
 
 

@@ -42,6 +42,7 @@ from .model import SoftpickConfig, SoftpickForCausalLM, count_parameters
 from .tracking import RunTracker
 
 PARALLELISMS = ("ddp", "fsdp")
+SNAPSHOT_DIR = "snapshots"  # train.snapshot_every: weights kept at fixed steps (the dynamics stage reads them)
 DTYPES = ("float32", "bfloat16")
 
 
@@ -417,6 +418,8 @@ def _run_steps(job: _Job, progress: _Progress, bar, stop_after: int | None) -> b
     max_skips = tcfg.get("max_consecutive_skips", 10)
     steps_this_call = 0
     job.model.train()
+    if progress.step == 0:
+        _snapshot(job, progress)  # the initial weights: step 0 of the dynamics analysis
     while progress.step < tcfg["max_steps"]:
         lr, loss_sum, grad_norm = _optimizer_step(job, progress)
         steps_this_call += 1
@@ -432,6 +435,7 @@ def _run_steps(job: _Job, progress: _Progress, bar, stop_after: int | None) -> b
             _log_step(job, progress, lr, loss_sum, grad_norm, tps, bar)
             t_last, tokens_last = time.perf_counter(), progress.tokens_seen  # the next interval excludes validation
         bar.update(1)
+        _snapshot(job, progress)  # before the checkpoint: a checkpoint at step s implies the snapshots up to s
         if step % tcfg.get("checkpoint_every", 100) == 0 or step == tcfg["max_steps"]:
             _save(job, progress)
         if stop_after is not None and steps_this_call >= stop_after:
@@ -524,6 +528,39 @@ def _save(job: _Job, progress: _Progress) -> None:
         dist.barrier()
 
 
+def snapshot_steps(tcfg: dict) -> list[int]:
+    """The steps train.snapshot_every keeps a copy of the weights at (0 and the last step included; [] when off)."""
+    every, last = int(tcfg.get("snapshot_every") or 0), int(tcfg["max_steps"])
+    return sorted({*range(0, last, every), last}) if every > 0 else []
+
+
+def _snapshot(job: _Job, progress: _Progress) -> None:
+    """The weights at a snapshot step (train.snapshot_every) as <ckpt_dir>/snapshots/step_<N>.safetensors.
+
+    They live beside the checkpoints, so a resumed training keeps them and a training with another
+    fingerprint moves them aside with its checkpoints; the export links them into the model directory."""
+    step = progress.step
+    if step not in snapshot_steps(job.tcfg):
+        return
+    if job.fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(job.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = job.model.state_dict() if job.rank == 0 else None
+    if job.rank == 0:
+        from safetensors.torch import save_file
+
+        from .atomic import atomic_path, default_mode
+
+        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        with atomic_path(job.ckpt_dir / SNAPSHOT_DIR / f"step_{step:08d}.safetensors") as tmp:
+            save_file(tensors, str(tmp))  # no metadata: its order in the header is not stable, the bytes would differ
+            os.chmod(tmp, default_mode())  # safetensors writes a new file, 0600
+    if job.world > 1:
+        dist.barrier()
+
+
 def _export(job: _Job, progress: _Progress) -> dict:
     """The final model (gathered from the shards under FSDP) with its tokenizer, log and summary."""
     tcfg, config, rank = job.tcfg, job.config, job.rank
@@ -544,15 +581,20 @@ def _export(job: _Job, progress: _Progress) -> dict:
         records = job.tracker.close_log()
         summary["final_loss"] = records[-1]["loss"] if records else None
         summary["final_val_loss"] = next((r["val_loss"] for r in reversed(records) if r.get("val_loss") is not None), None)
-        export_model(export_source, job.tokenizer, job.out_dir, config, summary, job.tracker.log_path)
+        export_model(export_source, job.tokenizer, job.out_dir, config, summary, job.tracker.log_path,
+                     snapshots=job.ckpt_dir / SNAPSHOT_DIR)
         job.tracker.summarize(summary)
     if job.world > 1:
         dist.barrier()
     return summary
 
 
-def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, log_path: Path) -> None:
-    """save_pretrained into a temp dir beside out_dir, then swap it in: never a half-written model."""
+def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, log_path: Path,
+                 snapshots: Path | None = None) -> None:
+    """save_pretrained into a temp dir beside out_dir, then swap it in: never a half-written model.
+
+    snapshots: the training's snapshot directory; the snapshots of train.snapshot_every's steps are
+    linked into <out_dir>/snapshots/ and listed in snapshots.json (an empty list when there are none)."""
     import yaml
 
     from .hf_export import save_remote_code
@@ -566,6 +608,29 @@ def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, l
     shutil.copy(log_path, tmp / "train_log.jsonl")
     (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
     (tmp / "resolved_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _export_snapshots(tmp, snapshots, config["train"])
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def _export_snapshots(model_dir: Path, snapshots: Path | None, tcfg: dict) -> None:
+    """Link (copy across file systems) the snapshots into model_dir/snapshots/; list them in snapshots.json."""
+    from .atomic import sha256_file, write_json_atomic
+
+    tokens_per_step = tcfg["global_batch_size"] * tcfg["seq_len"]
+    listed = []
+    for step in snapshot_steps(tcfg):
+        src = snapshots / f"step_{step:08d}.safetensors" if snapshots is not None else None
+        if src is None or not src.exists():
+            raise FileNotFoundError(f"snapshot of step {step} (train.snapshot_every) is missing: {src}")
+        dst = model_dir / SNAPSHOT_DIR / src.name
+        dst.parent.mkdir(exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        listed.append({"step": step, "tokens": step * tokens_per_step, "file": f"{SNAPSHOT_DIR}/{src.name}",
+                       "sha256": sha256_file(dst)})
+    write_json_atomic(model_dir / "snapshots.json", {"snapshot_every": tcfg.get("snapshot_every") or 0,
+                                                     "snapshots": listed})

@@ -16,6 +16,8 @@ CODE = {
     "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
+    "dynamics": [f"{LIB}/dynamics.py", f"{LIB}/analysis.py", f"{LIB}/finite.py"],
+    "knockout": [f"{LIB}/knockout.py", f"{LIB}/finite.py"],
     "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
     "mechanism": [f"{LIB}/mechanism.py", f"{LIB}/analysis.py", f"{LIB}/data.py", f"{LIB}/atomic.py"],
     "figures": [f"{LIB}/plots.py"],
@@ -23,7 +25,7 @@ CODE = {
 
 CONDA_ENV = "../../environment.yml"  # with --use-conda; pyproject.toml holds the dependency list
 
-MODEL_FILES = ["config.json", "model.safetensors", "train_log.jsonl", "train_summary.json"]
+MODEL_FILES = ["config.json", "model.safetensors", "train_log.jsonl", "train_summary.json", "snapshots.json"]
 
 FIGURE_NAMES = [
     "training_loss",
@@ -36,6 +38,11 @@ FIGURE_NAMES = [
     "quantization",
 ]
 TABLE_NAMES = ["analysis_table", "eval_table", "eval_table_all_tasks", "quant_table"]
+# the families of the figure registry (softpick.figures): names and captions come from their modules
+from softpick.figures import REGISTRY as FIGURE_REGISTRY
+
+FIGURE_NAMES += [name for name, fig in FIGURE_REGISTRY.items() if fig.KIND == "figure"]
+TABLE_NAMES += [name for name, fig in FIGURE_REGISTRY.items() if fig.KIND == "table"]
 
 FIGURES = expand(f"{FIGDIR}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
 TABLES = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLE_NAMES, ext=["md", "tex"])
@@ -54,6 +61,7 @@ CAPTIONED = {
     "sink_rate_per_layer": "Analysis",
     "length_sweep": "Analysis",
     "quantization": "Quantization",
+    **{name: "Training dynamics" if fig.KIND == "figure" else "Tables" for name, fig in FIGURE_REGISTRY.items()},
 }
 
 
@@ -64,6 +72,6 @@ def figure_outputs():
         out.append(report(f"{FIGDIR}/{name}.png", caption=f"../report/{key}.rst", category=CAPTIONED[key]))
         out.append(f"{FIGDIR}/{name}.pdf")
     for name in TABLE_NAMES:
-        out.append(report(f"{RESULTS}/tables/{name}.md", caption=f"../report/{name}.rst", category="Tables"))
+        out.append(report(f"{RESULTS}/tables/{name}.md", caption=f"../report/{name}.rst", category=CAPTIONED.get(name, "Tables")))
         out.append(f"{RESULTS}/tables/{name}.tex")
     return out

@@ -5,7 +5,9 @@ rule figures:
         eval=expand(f"{RESULTS}/eval/{{variant}}.json", variant=VARIANTS),
         quant=[f"{RESULTS}/quant/{v}/{m}_{b}bit.json" for v in VARIANTS for m, b in QUANT_JOBS],
         analysis=expand(f"{RESULTS}/analysis/{{variant}}.{{ext}}", variant=VARIANTS, ext=["json", "npz"]),
-        code=CODE["figures"],
+        dynamics=DYNAMICS,
+        knockout=KNOCKOUT,
+        code=CODE["figures"] + sorted(glob.glob(f"{LIB}/figures/*.py")),
     output:
         figure_outputs(),
     params:
