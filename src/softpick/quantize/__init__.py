@@ -189,6 +189,8 @@ def quantize_and_evaluate(model_dir: str | Path, quant_cfg: dict, eval_cfg: dict
     from ..evaluate import check_eval_metrics, eval_kwargs, evaluate_model, load_model_dir, write_json_atomic
 
     bits = _pick_bits(quant_cfg, bits)
+    if quant_cfg.get("tasks"):  # quantize.tasks: a subset of the tasks (the paper's quantization tables)
+        eval_cfg = {**eval_cfg, "tasks": list(quant_cfg["tasks"])}
     if method is None:
         ms = quant_cfg.get("methods") or [quant_cfg.get("method", "hqq")]
         if len(ms) != 1:
