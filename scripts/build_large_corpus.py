@@ -614,7 +614,7 @@ def extract_gcide(u: Unpacked) -> Iterator[Doc]:
 
 
 def extract_linux_doc(u: Unpacked) -> Iterator[Doc]:
-    base = "usr/share/doc/linux-doc-6.12/Documentation/"
+    base = "usr/share/doc/linux-doc-6.1/Documentation/"
     for name in u.under(base):
         rel = name[len(base):]
         if rel.startswith("translations/") or not (rel.endswith(".rst.gz") or rel.endswith(".txt.gz")):
@@ -755,14 +755,14 @@ SOURCES: dict[str, Source] = {
         "Webster's 1913)"),
         extract_gcide, "pronunciation/stress marks, `{}` link braces and `[1913 Webster]`-style source lines"),
     "linux_doc": Source(Archive(
-        "debian", "linux-doc-6.12", "6.12.117-1~deb12u1", "linux-doc-6.12_6.12.117-1~deb12u1_all.deb",
-        "6a73937ac1a8ab586b9399b6a67df3cc24e66e637824a97ca97b5f94b47ae40e", "GPL-2 (Linux kernel documentation)"),
+        "debian", "linux-doc-6.1", "6.1.176-1", "linux-doc-6.1_6.1.176-1_all.deb",
+        "0d843674607703b9ef8c1db5e715c38ed52ff23574feabfe0d961d552126859f", "GPL-2 (Linux kernel documentation)"),
         extract_linux_doc,
         "Documentation/*.rst and *.txt only (translations/, HTML, YAML bindings skipped); RST comments, "
         "targets, toctree/kernel-doc/image directives and heading underlines dropped, roles unwrapped"),
     "python_doc": Source(Archive(
-        "debian", "python3.11-doc", "3.11.2-6+deb12u9", "python3.11-doc_3.11.2-6+deb12u9_all.deb",
-        "5b3594189d6ef9a6963ce0347fd307a1cc67620ad697e144db366070e2e146be",
+        "debian", "python3.11-doc", "3.11.2-6+deb12u8", "python3.11-doc_3.11.2-6+deb12u8_all.deb",
+        "50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b",
         "PSF-2.0 (Python documentation)"),
         extract_python_doc, "html/_sources/*.rst.txt only; RST handled as for linux_doc"),
     "texlive_humanities": Source(Archive(
@@ -772,8 +772,8 @@ SOURCES: dict[str, Source] = {
         _texlive_pdfs("texlive_humanities"),
         "PDF manuals through `pdftotext -nopgbrk`; line-end hyphenation joined; manuals not in English skipped"),
     "perl_doc": Source(Archive(
-        "debian", "perl-doc", "5.36.0-7+deb12u4", "perl-doc_5.36.0-7+deb12u4_all.deb",
-        "f4269cff4576d6f02a6756df842988e58451c7e945b08517dd235531b24e48f8",
+        "debian", "perl-doc", "5.36.0-7+deb12u3", "perl-doc_5.36.0-7+deb12u3_all.deb",
+        "e9e3564ff5ade27de0585835f2acad769bcc545c0a0045a9f55d5401f27f7591",
         "GPL-1+ or Artistic (Perl documentation)"),
         extract_perl_doc, "POD commands (=head, =item, =over ...) and formatting codes (B<>, C<>, L<> ...)"),
     "git_doc": Source(Archive(
@@ -782,15 +782,15 @@ SOURCES: dict[str, Source] = {
         "GPL-2 (Git documentation)"),
         extract_git_doc, "AsciiDoc delimiter/attribute lines; RelNotes skipped; linkgit:x[n] -> x(n)"),
     "postgresql_doc": Source(Archive(
-        "debian", "postgresql-doc-15", "15.20-0+deb12u1", "postgresql-doc-15_15.20-0+deb12u1_all.deb",
-        "4c44bf2c599f208b3f46454a6cf7a72e25ec46ff74d37b59dd31ad76b00eebb7",
+        "debian", "postgresql-doc-15", "15.18-0+deb12u1", "postgresql-doc-15_15.18-0+deb12u1_all.deb",
+        "3c598277a463c44d672daa2c335deb8d8252e1852fb025fd4578ea2d9a1b90f0",
         "PostgreSQL Licence (BSD-like)"),
         _html_pages("postgresql_doc", "usr/share/doc/postgresql-doc-15/html/", "PostgreSQL 15 documentation",
                     skip=r"^release-"),
         "HTML tags, navigation header/footer, lines repeated on > 20% of pages; release notes skipped"),
     "django_doc": Source(Archive(
-        "debian", "python-django-doc", "3:3.2.25-0+deb12u7", "python-django-doc_3%3a3.2.25-0+deb12u7_all.deb",
-        "87307f067916df72e17180d35b7cde5c7ea6080336cda518efd7f6e66988a7ca", "BSD-3-Clause (Django documentation)"),
+        "debian", "python-django-doc", "3:3.2.25-0+deb12u3", "python-django-doc_3%3a3.2.25-0+deb12u3_all.deb",
+        "33319c8e45b95693603213442ccf9bcee933ef338488115203ad25a0e01c696f", "BSD-3-Clause (Django documentation)"),
         _html_pages("django_doc", "usr/share/doc/python-django-doc/html/", "Django 3.2 documentation",
                     start='<div id="yui-main">', end='<div class="sphinxsidebar"', skip=r"^(releases|_modules)/|^genindex|^py-modindex|^search"),
         "Sphinx HTML: only the main region; lines repeated on > 20% of pages; release notes, indexes skipped"),

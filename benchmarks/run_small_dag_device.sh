@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The small DAG (configs/small.yaml) on one H200 through the device tool, in detached steps:
+#   bash benchmarks/run_small_dag_device.sh install   # the carried wheels (.whl/, .whlbnb/) -> /tmp/site
+#   bash benchmarks/run_small_dag_device.sh start     # snakemake, detached (setsid): outlives the call
+#   bash benchmarks/run_small_dag_device.sh status    # progress: finished jobs, the log's tail
+#   bash benchmarks/run_small_dag_device.sh collect   # results/small (models left out), figures, logs -> $OUT
+# The DAG is the user's command with the device's cores: both trainings share the GPU (resources gpu=2;
+# the train rule takes gpu=1 each), every other job runs beside them on the 16 cores.
+set -o pipefail
+export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
+DAG_LOG=/tmp/small_dag.log
+case ${1:-status} in
+  install)
+    for d in .whl .whlbnb; do
+      if ls $d/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $d/*.whl || exit 1
+      fi
+    done
+    python3 -c "import snakemake, lm_eval, hqq, jsonschema; print('snakemake', snakemake.__version__)"
+    python3 -c "import bitsandbytes; print('bitsandbytes', bitsandbytes.__version__)" || true
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv ;;
+  start)
+    git log -1 --format='commit %H' 2>/dev/null || true
+    setsid nohup bash -c "date +'start %s'; python3 -m snakemake --cores 16 --resources gpu=2 --scheduler greedy \
+        --keep-going --configfile configs/small.yaml; echo \"snakemake exit \$?\"; date +'end %s'" > $DAG_LOG 2>&1 < /dev/null &
+    sleep 20; tail -5 $DAG_LOG ;;
+  status)
+    grep -c "^Finished jobid" $DAG_LOG; grep -E "Error|error:|exit|steps \(" $DAG_LOG | tail -8
+    tail -3 logs/small/train_softmax.log logs/small/train_softpick.log 2>/dev/null | tr '\r' '\n' | tail -6
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader ;;
+  collect)
+    cp $DAG_LOG logs/small/snakemake_dag.log 2>/dev/null
+    tar czf "$OUT/small.tar.gz" --exclude='results/small/data/*.npy' --exclude='results/small/data/val_docs.jsonl' --exclude='results/small/models/*/snapshots' --exclude='results/small/models/*/model.safetensors' \
+        --exclude='*.checkpoints*' results/small figures/small logs/small
+    ls -la "$OUT" ;;
+esac
