@@ -181,7 +181,8 @@ def test_eval_table_is_the_papers_table_1_with_missing_values(tmp_path):
 
 
 def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
-    new = {"num_docs": 4, "max_len": 256, "sink_rate": {"0.2": 12.5, "0.3": 5.0},
+    new = {"num_docs": 4, "max_len": 1024, "sink_rate": {"0.2": 12.5, "0.3": 5.0}, "kurtosis_hf_hidden_states": 150.5,
+           "length_sweep": [{"length": 256, "sink_rate": {"0.2": 20.0, "0.3": 9.5}}],
            "sink_rate_short": {"length": 64, "sink_rate": {"0.2": 40.0, "0.3": 17.25}},
            "dead_heads": {"pct": {"1e-06": 6.25, "0.01": 12.5}}, "kurtosis": 148.0, "min": -3.0, "max": 395.0,
            "max_abs": 395.0, "sparsity": {"exact_zero_pct": 0.0, "le_threshold_pct": 1.0}}
@@ -192,14 +193,19 @@ def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
     md, _ = plots.write_analysis_table({"softmax": a, "softpick": b}, tmp_path / "an", "small")
     lines = [l for l in md.read_text().splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header[1:5] == ["sink % ε=0.2", "sink % ε=0.3", "sink % ε=0.2 (T=64)", "sink % ε=0.3 (T=64)"]
+    assert header[1:6] == ["sink % ε 0.2 / 0.3, T=64", "sink % ε 0.2 / 0.3, L=256", "sink % ε 0.2 / 0.3, full length",
+                           "kurtosis", "kurtosis (HF states)"]
     assert header[-2:] == ["dead heads % (ε=1e-06)", "dead heads % (ε=0.01)"]
     rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:]]
-    assert rows[0][1:5] == ["12.50", "5.00", "40.00", "17.25"] and rows[0][-2:] == ["6.25", "12.50"]
-    assert rows[1][3:5] == ["—", "—"] and rows[1][5] == "—" and rows[1][-2:] == ["—", "—"]
-    v4 = {r[0]: r for r in rows}
-    assert v4["340M softpick (paper v4 Table 2) *"][-2:] == ["9.11", "—"]
-    assert v4["1.8B softmax (paper v4 Table 2) *"][5] == "74,456.8"
+    assert rows[0][1:6] == ["40.00 / 17.25", "20.00 / 9.50", "12.50 / 5.00", "148.0", "150.5"]
+    assert rows[0][-2:] == ["6.25", "12.50"]
+    assert rows[1][1:4] == ["—", "1.00 / 0.50", "1.00 / 0.50"]  # its full length is 256 and rows[1][4] == "—" and rows[1][-2:] == ["—", "—"]
+    ref = {r[0]: r for r in rows}
+    assert ref["340M softpick (paper v4 Table 2) *"][-2:] == ["9.11", "—"]
+    assert ref["1.8B softmax (paper v4 Table 2) *"][3:5] == ["41.73 / 14.96", "74,456.8"]
+    # each reference row sits in the column of the length it was measured at
+    assert ref["340M softmax (paper v4 Table 3, 10k steps) ‡"][1:4] == ["—", "47.97 / 34.89", "—"]
+    assert ref["340M softmax (paper code, 100k steps) †"][1:4] == ["—", "—", "68.53 / 63.41"]
 
 
 def _box_inputs(tmp_path, variant, scale, n_states=5, seed=0):
