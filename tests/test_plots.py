@@ -205,7 +205,8 @@ def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
     assert ref["1.8B softmax (paper v4 Table 2) *"][3:5] == ["41.73 / 14.96", "74,456.8"]
     # each reference row sits in the column of the length it was measured at
     assert ref["340M softmax (paper v4 Table 3, 10k steps) ‡"][1:4] == ["—", "47.97 / 34.89", "—"]
-    assert ref["340M softmax (paper code, 100k steps) †"][1:4] == ["—", "—", "68.53 / 63.41"]
+    assert ref["340M softmax (paper code, 100k steps, len 4096) †"][1:4] == ["—", "—", "68.53 / 63.41"]
+    assert ref["340M softmax (paper code, 100k steps) ‡"][1:4] == ["—", "71.23 / 67.74", "—"]
 
 
 def _box_inputs(tmp_path, variant, scale, n_states=5, seed=0):
@@ -252,3 +253,21 @@ def test_hidden_box_plot_draws_boxes_outliers_and_exact_extremes(tmp_path, monke
     old = tmp_path / "old.npz"
     np.savez(old, topk_values=np.zeros((5, 4)))
     assert plots.plot_hidden_box({"softmax": js["softmax"]}, {"softmax": old}, tmp_path / "none") is None
+
+def ev(acc, se, ppl, bits=None):
+    d = {"tasks": {"arc_easy": {"acc_norm": acc, "acc_norm_stderr": se}}, "perplexity": {"word_perplexity": ppl}}
+    if bits: d["quantization"] = {"bits": bits, "method": "hqq"}
+    return d
+
+def test_quant_table_marks_differences_within_two_stderr(tmp_path):
+    paths = {}
+    for name, obj in {"sm": ev(0.30, 0.02, 100.0), "sp": ev(0.31, 0.02, 90.0), "sm2": ev(0.25, 0.02, 300.0, 2),
+                      "sp2": ev(0.40, 0.02, 200.0, 2)}.items():
+        paths[name] = tmp_path / f"{name}.json"
+        write_json_atomic(paths[name], obj)
+    md, _ = plots.write_quant_table({"softmax": paths["sm"], "softpick": paths["sp"]},
+                                    {"softmax": [paths["sm2"]], "softpick": [paths["sp2"]]}, tmp_path / "q")
+    rows = {l.split(" | ")[0].strip("| "): l for l in md.read_text().splitlines() if l.startswith("| ")}
+    assert " 30.00 ± 2.00 " in rows["float"] and " +1.00 (n.s.) " in rows["float"]  # 1 < 2 * 2.83
+    assert " +15.00 | " in rows["hqq"] and "(n.s.)" not in rows["hqq"].split(" | ")[4]  # 15 > 5.66
+    assert " -100.00 " in rows["hqq"]  # no stderr for word perplexity: never marked

@@ -631,6 +631,28 @@ QUANT_METRICS: list[tuple[str, str, object, bool, bool]] = [
     ("lambada_ppl", "LAMBADA perplexity", lambda e: _task_metric(e, "lambada", "perplexity"), True, False),
 ]
 
+# Standard errors of the metrics that have one (lm-eval's bootstrap / binomial stderr), same scale.
+QUANT_STDERR = {
+    "arc_easy": lambda e: _task_metric(e, "arc_easy", "acc_norm_stderr", 100),
+    "piqa": lambda e: _task_metric(e, "piqa", "acc_norm_stderr", 100),
+    "sciq": lambda e: _task_metric(e, "sciq", "acc_norm_stderr", 100),
+    "lambada_ppl": lambda e: _task_metric(e, "lambada", "perplexity_stderr"),
+}
+
+
+def _delta_cell(key: str, a_eval: dict, b_eval: dict, a, b) -> str:
+    """b - a, marked "(n.s.)" when smaller than two standard errors of the difference."""
+    if a is None or b is None:
+        return "—"
+    d = _num(b) - _num(a)
+    cell = f"{d:+,.2f}"
+    get_se = QUANT_STDERR.get(key)
+    if get_se is not None:
+        sa, sb = get_se(a_eval), get_se(b_eval)
+        if sa is not None and sb is not None and abs(d) < 2 * math.hypot(_num(sa), _num(sb)):
+            cell += " (n.s.)"
+    return cell
+
 
 def _task_metric(ev: dict, task: str, metric: str, scale: float = 1.0):
     v = (ev.get("tasks") or {}).get(task, {}).get(metric)
@@ -941,15 +963,17 @@ def write_quant_table(float_eval: Mapping[str, str | Path], quant_evals: Mapping
             prev = key[0]
         evs = rows_by_key[key]
         r = [key[0], str(key[1])]
-        for _, _, get, log, _ in metrics:
+        for key, _, get, log, _ in metrics:
             vals = {v: (get(evs[v]) if v in evs else None) for v in variants}
             kind = "ppl" if log else "num"
-            r += [_fmt(vals[v], kind) for v in variants]
+            for v in variants:
+                se = QUANT_STDERR[key](evs[v]) if key in QUANT_STDERR and v in evs else None
+                r.append(_fmt(vals[v], kind) + (f" ± {_fmt(se, kind)}" if se is not None and vals[v] is not None else ""))
             if delta:
-                a, c = vals["softmax"], vals["softpick"]
-                r.append("—" if a is None or c is None else f"{_num(c) - _num(a):+,.2f}")
+                r.append(_delta_cell(key, evs.get("softmax", {}), evs.get("softpick", {}), vals["softmax"], vals["softpick"]))
         rows.append(r)
-    notes = ("Δ = softpick − softmax (accuracy: positive favours softpick; perplexity: negative favours softpick). "
+    notes = ("Δ = softpick − softmax (accuracy: positive favours softpick; perplexity: negative favours softpick); "
+             "(n.s.): smaller than two standard errors of the difference, not a difference. "
              "acc_norm in %; perplexity lower is better; — = not measured." if delta else "")
     return _tables(header, rows, "Post-training quantization: acc_norm (%) and perplexity", "tab:quant", out, groups, notes)
 
