@@ -181,7 +181,8 @@ def test_eval_table_is_the_papers_table_1_with_missing_values(tmp_path):
 
 
 def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
-    new = {"num_docs": 4, "max_len": 256, "sink_rate": {"0.2": 12.5, "0.3": 5.0},
+    new = {"num_docs": 4, "max_len": 1024, "sink_rate": {"0.2": 12.5, "0.3": 5.0}, "kurtosis_hf_hidden_states": 150.5,
+           "length_sweep": [{"length": 256, "sink_rate": {"0.2": 20.0, "0.3": 9.5}}],
            "sink_rate_short": {"length": 64, "sink_rate": {"0.2": 40.0, "0.3": 17.25}},
            "dead_heads": {"pct": {"1e-06": 6.25, "0.01": 12.5}}, "kurtosis": 148.0, "min": -3.0, "max": 395.0,
            "max_abs": 395.0, "sparsity": {"exact_zero_pct": 0.0, "le_threshold_pct": 1.0}}
@@ -192,14 +193,20 @@ def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
     md, _ = plots.write_analysis_table({"softmax": a, "softpick": b}, tmp_path / "an", "small")
     lines = [l for l in md.read_text().splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header[1:5] == ["sink % ε=0.2", "sink % ε=0.3", "sink % ε=0.2 (T=64)", "sink % ε=0.3 (T=64)"]
+    assert header[1:6] == ["sink % ε 0.2 / 0.3, T=64", "sink % ε 0.2 / 0.3, L=256", "sink % ε 0.2 / 0.3, full length",
+                           "kurtosis", "kurtosis (HF states)"]
     assert header[-2:] == ["dead heads % (ε=1e-06)", "dead heads % (ε=0.01)"]
     rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:]]
-    assert rows[0][1:5] == ["12.50", "5.00", "40.00", "17.25"] and rows[0][-2:] == ["6.25", "12.50"]
-    assert rows[1][3:5] == ["—", "—"] and rows[1][5] == "—" and rows[1][-2:] == ["—", "—"]
-    v4 = {r[0]: r for r in rows}
-    assert v4["340M softpick (paper v4 Table 2) *"][-2:] == ["9.11", "—"]
-    assert v4["1.8B softmax (paper v4 Table 2) *"][5] == "74,456.8"
+    assert rows[0][1:6] == ["40.00 / 17.25", "20.00 / 9.50", "12.50 / 5.00", "148.0", "150.5"]
+    assert rows[0][-2:] == ["6.25", "12.50"]
+    assert rows[1][1:4] == ["—", "1.00 / 0.50", "1.00 / 0.50"]  # its full length is 256 and rows[1][4] == "—" and rows[1][-2:] == ["—", "—"]
+    ref = {r[0]: r for r in rows}
+    assert ref["340M softpick (paper v4 Table 2) *"][-2:] == ["9.11", "—"]
+    assert ref["1.8B softmax (paper v4 Table 2) *"][3:5] == ["41.73 / 14.96", "74,456.8"]
+    # each reference row sits in the column of the length it was measured at
+    assert ref["340M softmax (paper v4 Table 3, 10k steps) ‡"][1:4] == ["—", "47.97 / 34.89", "—"]
+    assert ref["340M softmax (paper code, 100k steps, len 4096) †"][1:4] == ["—", "—", "68.53 / 63.41"]
+    assert ref["340M softmax (paper code, 100k steps) ‡"][1:4] == ["—", "71.23 / 67.74", "—"]
 
 
 def _box_inputs(tmp_path, variant, scale, n_states=5, seed=0):
@@ -246,3 +253,21 @@ def test_hidden_box_plot_draws_boxes_outliers_and_exact_extremes(tmp_path, monke
     old = tmp_path / "old.npz"
     np.savez(old, topk_values=np.zeros((5, 4)))
     assert plots.plot_hidden_box({"softmax": js["softmax"]}, {"softmax": old}, tmp_path / "none") is None
+
+def ev(acc, se, ppl, bits=None):
+    d = {"tasks": {"arc_easy": {"acc_norm": acc, "acc_norm_stderr": se}}, "perplexity": {"word_perplexity": ppl}}
+    if bits: d["quantization"] = {"bits": bits, "method": "hqq"}
+    return d
+
+def test_quant_table_marks_differences_within_two_stderr(tmp_path):
+    paths = {}
+    for name, obj in {"sm": ev(0.30, 0.02, 100.0), "sp": ev(0.31, 0.02, 90.0), "sm2": ev(0.25, 0.02, 300.0, 2),
+                      "sp2": ev(0.40, 0.02, 200.0, 2)}.items():
+        paths[name] = tmp_path / f"{name}.json"
+        write_json_atomic(paths[name], obj)
+    md, _ = plots.write_quant_table({"softmax": paths["sm"], "softpick": paths["sp"]},
+                                    {"softmax": [paths["sm2"]], "softpick": [paths["sp2"]]}, tmp_path / "q")
+    rows = {l.split(" | ")[0].strip("| "): l for l in md.read_text().splitlines() if l.startswith("| ")}
+    assert " 30.00 ± 2.00 " in rows["float"] and " +1.00 (n.s.) " in rows["float"]  # 1 < 2 * 2.83
+    assert " +15.00 | " in rows["hqq"] and "(n.s.)" not in rows["hqq"].split(" | ")[4]  # 15 > 5.66
+    assert " -100.00 " in rows["hqq"]  # no stderr for word perplexity: never marked

@@ -61,7 +61,7 @@ LABELS = {
     "learned_sink": "learned sink (GPT-OSS)",
 }
 
-# Reference numbers from PAPER.md, "Code-measured analysis numbers": measured by the authors'
+# Reference numbers measured by the authors'
 # analysis scripts (result files of their public code, not the PDF) on their 340M / 1.8B models
 # trained 100k steps x 524k tokens on FineWeb-Edu; 1000 validation docs, fp16, len 4096 (2048 for
 # 1.8B). A DIFFERENT SCALE from our runs: for orientation only. The |a| <= 1e-5 sparsity was not
@@ -80,14 +80,14 @@ PAPER_ANALYSIS_REFERENCE: list[dict] = [
      "kurtosis": 2277.7, "min": -74.25, "max": 105.06, "max_abs": 105.06, "sparsity_zero": 96.41,
      "sparsity_le": None},
 ]
-# PAPER.md, 340M after 10k steps, len 4096 (min not reported; "max" is the reported maximum).
+# The authors' scripts, 340M after 10k steps, len 4096 (min not reported; "max" is the reported maximum).
 PAPER_ANALYSIS_REFERENCE_10K: list[dict] = [
     {"model": "340M softmax (paper code, 10k steps)", "variant": "softmax", "sink_0.2": 35.97, "sink_0.3": 24.61,
      "kurtosis": 2456.0, "min": None, "max": 178.9, "max_abs": None, "sparsity_zero": 0.83, "sparsity_le": None},
     {"model": "340M softpick (paper code, 10k steps)", "variant": "softpick", "sink_0.2": 0.024, "sink_0.3": 0.002,
      "kurtosis": 216.0, "min": None, "max": 25.4, "max_abs": None, "sparsity_zero": 93.78, "sparsity_le": None},
 ]
-# PAPER.md, "The paper's analysis tables (v4)", Table 2 (the paper's own numbers, cited as "the paper"),
+# The paper's v4 Table 2 (the paper's own numbers, cited as "the paper"),
 # with the dead-head shares of v4 section 7.2 (eps 1e-6, >= 95% of 5M tokens; reported for softpick only).
 # max_abs = max(|min|, |max|); sparsity = exact zeros of the causal lower triangle; T = 64 sink rate not reported.
 PAPER_ANALYSIS_V4: list[dict] = [
@@ -104,12 +104,12 @@ PAPER_ANALYSIS_V4: list[dict] = [
      "kurtosis": 2193.27, "min": -51.05, "max": 101.51, "max_abs": 101.51, "sparsity_zero": 95.63, "sparsity_le": None,
      "dead_1e-06": 20.90},
 ]
-PAPER_V4_SOURCE = ("PAPER.md, 'The paper's analysis tables (v4)': Table 2 (sink rate over 1000 SlimPajama samples, "
-                   "the rest over 10 samples) and the dead heads of v4 §7.2 (ε = 1e-6, ≥ 95% of 5M tokens; softpick only; "
+PAPER_V4_SOURCE = ("the paper (arXiv 2504.20966 v4) Table 2: sink rate over 1000 SlimPajama validation samples, "
+                   "the rest over 10 samples, length 4096 and the dead heads of v4 §7.2 (ε = 1e-6, ≥ 95% of 5M tokens; softpick only; "
                    "after 10k steps 17.19% at 340M, 42.87% at 1.8B)")
 
-# PAPER.md, "Evaluation and quantization (v4)", Table 1: zero-shot lm-eval, in %; LAMBADA (openai) perplexity;
-# word perplexity on WikiText (ours: the held-out corpus). None = not given in PAPER.md.
+# The paper's v4 Table 1: zero-shot lm-eval, in %; LAMBADA (openai) perplexity;
+# word perplexity on WikiText (ours: the held-out corpus). None = not given.
 PAPER_EVAL_V4: list[dict] = [
     {"model": "340M softmax (paper v4 Table 1)", "arc_easy": {"acc": 60.35, "acc_norm": 56.61},
      "lambada": {"acc": 36.25, "perplexity": 30.33}, "piqa": {"acc": 66.97, "acc_norm": 66.59},
@@ -132,8 +132,8 @@ TABLE1_COLUMNS: list[tuple[str, str, str]] = [
     ("sciq", "acc", "SciQ acc"), ("sciq", "acc_norm", "SciQ acc_norm"),
 ]
 
-PAPER_REFERENCE_SOURCE = ("PAPER.md, 'Code-measured analysis numbers' (authors' analysis scripts, arXiv 2504.20966; "
-                          "340M/1.8B models, 100k steps x 524k tokens: a different scale from ours)")
+PAPER_REFERENCE_SOURCE = ("the authors' analysis scripts' committed outputs (their flame fork) on their released "
+                          "340M / 1.8B models: 1000 SlimPajama validation documents, batch 1, fp16")
 
 # Where make_all looks for result files, relative to run_dir ({variant} is substituted).
 DEFAULT_LAYOUT: dict[str, str] = {
@@ -631,6 +631,28 @@ QUANT_METRICS: list[tuple[str, str, object, bool, bool]] = [
     ("lambada_ppl", "LAMBADA perplexity", lambda e: _task_metric(e, "lambada", "perplexity"), True, False),
 ]
 
+# Standard errors of the metrics that have one (lm-eval's bootstrap / binomial stderr), same scale.
+QUANT_STDERR = {
+    "arc_easy": lambda e: _task_metric(e, "arc_easy", "acc_norm_stderr", 100),
+    "piqa": lambda e: _task_metric(e, "piqa", "acc_norm_stderr", 100),
+    "sciq": lambda e: _task_metric(e, "sciq", "acc_norm_stderr", 100),
+    "lambada_ppl": lambda e: _task_metric(e, "lambada", "perplexity_stderr"),
+}
+
+
+def _delta_cell(key: str, a_eval: dict, b_eval: dict, a, b) -> str:
+    """b - a, marked "(n.s.)" when smaller than two standard errors of the difference."""
+    if a is None or b is None:
+        return "—"
+    d = _num(b) - _num(a)
+    cell = f"{d:+,.2f}"
+    get_se = QUANT_STDERR.get(key)
+    if get_se is not None:
+        sa, sb = get_se(a_eval), get_se(b_eval)
+        if sa is not None and sb is not None and abs(d) < 2 * math.hypot(_num(sa), _num(sb)):
+            cell += " (n.s.)"
+    return cell
+
 
 def _task_metric(ev: dict, task: str, metric: str, scale: float = 1.0):
     v = (ev.get("tasks") or {}).get(task, {}).get(metric)
@@ -775,42 +797,78 @@ def _dead_eps(sums: Mapping[str, dict]) -> list[str]:
     return out or ["1e-06"]
 
 
+# Reference rows of the analysis table with the length their sink rate was measured at ("full" = the model's
+# training length): the paper's v4 Table 2 (L 4096), the authors' committed sweep outputs at L 4096 / 2048 (their
+# 100k-step and 10k-step 340M models) and at L 256 (v4 Table 3 equals the 10k-step rows at L 256).
+PAPER_ANALYSIS_AT_256: list[dict] = [
+    {"model": "340M softmax (paper code, 100k steps)", "variant": "softmax", "sink_0.2": 71.23, "sink_0.3": 67.74,
+     "kurtosis": 33722.0},
+    {"model": "340M softpick (paper code, 100k steps)", "variant": "softpick", "kurtosis": 344.2, "sparsity_zero": 93.49},
+    {"model": "340M softmax (paper v4 Table 3, 10k steps)", "variant": "softmax", "sink_0.2": 47.97, "sink_0.3": 34.89,
+     "kurtosis": 6452.72, "min": -270.50, "max": 178.88, "sparsity_zero": 0.16},
+    {"model": "340M softpick (paper v4 Table 3, 10k steps)", "variant": "softpick", "sink_0.2": 0.02, "sink_0.3": 0.00,
+     "kurtosis": 281.57, "min": -59.06, "max": 25.36, "sparsity_zero": 92.74, "dead_1e-06": 17.19},
+]
+
+
+def _sink_pair(rates: Mapping | None) -> str:
+    rates = rates or {}
+    if rates.get("0.2") is None and rates.get("0.3") is None:
+        return "—"
+    return f"{_fmt(rates.get('0.2'), 'pct')} / {_fmt(rates.get('0.3'), 'pct')}"
+
+
+def _sink_at(summary: dict, length: int) -> dict | None:
+    """Sink rates of an analysis summary at one truncation length (T = 64 pass, the sweep, or the full length)."""
+    short = summary.get("sink_rate_short") or {}
+    if short.get("length") == length:
+        return short.get("sink_rate")
+    for row in summary.get("length_sweep") or []:
+        if row.get("length") == length:
+            return row.get("sink_rate")
+    return summary.get("sink_rate") if summary.get("max_len") == length else None
+
+
 def write_analysis_table(json_paths: Mapping[str, str | Path], out, run_label: str = "ours",
                          include_reference: bool = True) -> list[Path]:
-    """Analysis table: our models (full-length and T = sink_short_len sink rates side by side, dead heads)
-    beside the paper's v4 Table 2 and the authors' code-measured numbers (PAPER.md), marked as another scale."""
+    """Analysis table: sink rates (ε 0.2 / 0.3) at T = 64, at L = 256 and at the full length, kurtosis (ours
+    and over transformers' hidden states, as the authors pool them), min / max, sparsity and dead heads; below,
+    the paper's rows in the column of the length they were measured at."""
     sums = {v: _load_json(p) for v, p in json_paths.items()}
-    T = _short_len(sums)
-    tlab = f"T={T}" if T else "short"
+    T = _short_len(sums) or 64
     deps = _dead_eps(sums)
-    header = (["model", "sink % ε=0.2", "sink % ε=0.3", f"sink % ε=0.2 ({tlab})", f"sink % ε=0.3 ({tlab})",
-               "kurtosis", "min", "max", "max |·|", "sparsity % (=0)", "sparsity % (≤1e-5)"]
+    header = (["model", f"sink % ε 0.2 / 0.3, T={T}", "sink % ε 0.2 / 0.3, L=256", "sink % ε 0.2 / 0.3, full length",
+               "kurtosis", "kurtosis (HF states)", "min", "max", "sparsity % (=0)", "sparsity % (≤1e-5)"]
               + [f"dead heads % (ε={e})" for e in deps])
     rows, groups = [], [0]
     for v, s in sums.items():
-        sr = s.get("sink_rate", {})
-        sh = (s.get("sink_rate_short") or {}).get("sink_rate") or {}
         sp = s.get("sparsity", {})
         dh = (s.get("dead_heads") or {}).get("pct") or {}
-        name = f"{_label(v)} ({run_label}, {s.get('num_docs', '?')} docs, len {s.get('max_len', '?')})"
-        rows.append([name, _fmt(sr.get("0.2"), "pct"), _fmt(sr.get("0.3"), "pct"), _fmt(sh.get("0.2"), "pct"),
-                     _fmt(sh.get("0.3"), "pct"), _fmt(s.get("kurtosis"), "kurt"), _fmt(s.get("min")), _fmt(s.get("max")),
-                     _fmt(s.get("max_abs")), _fmt(sp.get("exact_zero_pct"), "pct"), _fmt(sp.get("le_threshold_pct"), "pct")]
+        name = f"{_label(v)} ({run_label}, {s.get('num_docs', '?')} docs, full length {s.get('max_len', '?')})"
+        rows.append([name, _sink_pair(_sink_at(s, T)), _sink_pair(_sink_at(s, 256)), _sink_pair(s.get("sink_rate")),
+                     _fmt(s.get("kurtosis"), "kurt"), _fmt(s.get("kurtosis_hf_hidden_states"), "kurt"),
+                     _fmt(s.get("min")), _fmt(s.get("max")), _fmt(sp.get("exact_zero_pct"), "pct"),
+                     _fmt(sp.get("le_threshold_pct"), "pct")]
                     + [_fmt(dh.get(e), "pct") for e in deps])
-    notes = ""
+    notes = ("Sink rate: % of (layer, head, document) triples whose mean attention on the first token exceeds ε; "
+             "documents truncated to T / L / the full length, BOS first. Kurtosis μ4/μ2² of every hidden-state value "
+             "(embedding, after each layer, final norm); HF states: without the last layer's un-normed output, as "
+             "transformers' output_hidden_states and the authors' scripts pool them.")
     if include_reference:
-        for ref, mark in ((PAPER_ANALYSIS_V4, " *"), (PAPER_ANALYSIS_REFERENCE, " †"), (PAPER_ANALYSIS_REFERENCE_10K, " †")):
-            groups.append(len(rows))
-            for r in ref:
-                rows.append([r["model"] + mark, _fmt(r["sink_0.2"], "pct"), _fmt(r["sink_0.3"], "pct"), "—", "—",
-                             _fmt(r["kurtosis"], "kurt"), _fmt(r["min"]), _fmt(r["max"]), _fmt(r["max_abs"]),
-                             _fmt(r["sparsity_zero"], "pct"), _fmt(r["sparsity_le"], "pct")]
-                            + [_fmt(r.get(f"dead_{e}"), "pct") for e in deps])
-        notes = ("* The paper, a different scale (340M / 1.8B parameters, 100k / 200k steps × 524k tokens): "
-                 + PAPER_V4_SOURCE + ". † Second reference, the paper's models measured by the authors' scripts: "
-                 + PAPER_REFERENCE_SOURCE
-                 + " (10k-step rows as marked). — = not reported. "
-                 "Our dead heads: max |head output| < ε on ≥ 95% of the analysed tokens.")
+        refs = ([(r, "full", " *") for r in PAPER_ANALYSIS_V4] + [(r, "full", " †") for r in PAPER_ANALYSIS_REFERENCE]
+                + [(r, "full", " †") for r in PAPER_ANALYSIS_REFERENCE_10K] + [(r, 256, " ‡") for r in PAPER_ANALYSIS_AT_256])
+        groups.append(len(rows))
+        for r, at, mark in refs:
+            pair = _sink_pair({"0.2": r.get("sink_0.2"), "0.3": r.get("sink_0.3")})
+            rows.append([r["model"] + mark, "—", pair if at == 256 else "—", pair if at == "full" else "—",
+                         _fmt(r.get("kurtosis"), "kurt"), "—", _fmt(r.get("min")), _fmt(r.get("max")),
+                         _fmt(r.get("sparsity_zero"), "pct"), _fmt(r.get("sparsity_le"), "pct")]
+                        + [_fmt(r.get(f"dead_{e}"), "pct") for e in deps])
+        notes += (" Reference rows, a different scale (340M / 1.8B parameters, 10k-200k steps x 524k tokens): "
+                  "* " + PAPER_V4_SOURCE + "; † " + PAPER_REFERENCE_SOURCE + ", documents truncated to 4096 tokens "
+                  "(1.8B: 2048); ‡ the same scripts' length sweep at L = 256 (v4 Table 3 equals its 10k-step rows), "
+                  "their kurtosis and sparsity at L = 256 too. Their kurtosis pools transformers' hidden states. "
+                  "— = not reported. Our dead heads: max |head output| < ε on ≥ 95% of the analysed tokens.")
     return _tables(header, rows, "Attention sink, massive activations, sparsity and dead heads", "tab:analysis", out,
                    groups, notes)
 
@@ -851,7 +909,7 @@ def write_eval_table(eval_paths: Mapping[str, str | Path], out, run_label: str =
                 r.append(_fmt(x, "ppl") if metric == "perplexity" else _fmt(x))
             r.append(_fmt(ref["word_perplexity"], "ppl"))
             rows.append(r)
-        notes += (" * The paper (v4 Table 1, PAPER.md): 340M / 1.8B models, a different scale; word ppl on WikiText; "
+        notes += (" * The paper (arXiv 2504.20966 v4 Table 1): 340M / 1.8B models, a different scale; word ppl on WikiText; "
                   "— = not reported.")
     return _tables(header, rows, "Zero-shot evaluation as the paper's Table 1 (%, perplexity)", "tab:eval", out, groups,
                    notes)
@@ -905,15 +963,17 @@ def write_quant_table(float_eval: Mapping[str, str | Path], quant_evals: Mapping
             prev = key[0]
         evs = rows_by_key[key]
         r = [key[0], str(key[1])]
-        for _, _, get, log, _ in metrics:
+        for key, _, get, log, _ in metrics:
             vals = {v: (get(evs[v]) if v in evs else None) for v in variants}
             kind = "ppl" if log else "num"
-            r += [_fmt(vals[v], kind) for v in variants]
+            for v in variants:
+                se = QUANT_STDERR[key](evs[v]) if key in QUANT_STDERR and v in evs else None
+                r.append(_fmt(vals[v], kind) + (f" ± {_fmt(se, kind)}" if se is not None and vals[v] is not None else ""))
             if delta:
-                a, c = vals["softmax"], vals["softpick"]
-                r.append("—" if a is None or c is None else f"{_num(c) - _num(a):+,.2f}")
+                r.append(_delta_cell(key, evs.get("softmax", {}), evs.get("softpick", {}), vals["softmax"], vals["softpick"]))
         rows.append(r)
-    notes = ("Δ = softpick − softmax (accuracy: positive favours softpick; perplexity: negative favours softpick). "
+    notes = ("Δ = softpick − softmax (accuracy: positive favours softpick; perplexity: negative favours softpick); "
+             "(n.s.): smaller than two standard errors of the difference, not a difference. "
              "acc_norm in %; perplexity lower is better; — = not measured." if delta else "")
     return _tables(header, rows, "Post-training quantization: acc_norm (%) and perplexity", "tab:quant", out, groups, notes)
 
@@ -992,7 +1052,7 @@ if __name__ == "__main__":
 
 
 # ------------------------------------------------------------------- sink-free variants (Table 3)
-# The paper's v4 Table 3 (PAPER.md): 340M shape, 10k steps; sink % at full length (eps 0.2 / 0.3),
+# The paper's v4 Table 3: 340M shape, 10k steps; sink % at L = 256 (eps 0.2 / 0.3; the authors' sweep),
 # kurtosis, min, max, sparsity % (exact zeros). Dead heads (v4 7.2, eps 1e-6): softpick 17.19% after
 # 10k steps. Passkey (v4 Table 4, % at 890/1983/3075/4167/4986 tokens, 4096-token training context):
 # softmax and softpick only. Not reported: sink at T = 64, validation loss (None).
@@ -1017,18 +1077,6 @@ PAPER_VARIANTS_REFERENCE: list[dict] = [
 PAPER_PASSKEY_LENGTHS = [890, 1983, 3075, 4167, 4986]
 
 
-def _short_sink(summary: dict) -> dict:
-    """Sink rate {eps: %} at T = 64: the analysis JSON's "sink_rate_short" (when its "length" is 64), else the
-    length_sweep entry of length 64; {} when neither was measured."""
-    short = summary.get("sink_rate_short") or {}
-    if isinstance(short, dict) and short.get("length", 64) == 64 and isinstance(short.get("sink_rate"), dict):
-        return short["sink_rate"]
-    for entry in summary.get("length_sweep") or []:
-        if isinstance(entry, dict) and entry.get("length") == 64 and isinstance(entry.get("sink_rate"), dict):
-            return entry["sink_rate"]
-    return {}
-
-
 def _dead_heads_pct(summary: dict, eps: str = "1e-06"):
     """% dead heads at eps: the analysis JSON's "dead_heads" -> "pct" -> eps (None when not measured)."""
     dead = summary.get("dead_heads")
@@ -1048,12 +1096,11 @@ def write_variants_table(analysis_paths: Mapping[str, str | Path], out, *,
     passkey JSON (accuracy per length) and train_summary.json ("final_val_loss"). Missing files give '—'.
     """
     passkey_paths, train_summary_paths = passkey_paths or {}, train_summary_paths or {}
-    header = ["model", "sink % ε=0.2", "sink % ε=0.3", "sink % T=64 (ε=0.2 / 0.3)", "kurtosis", "min", "max",
-              "sparsity % (=0)", "dead heads % (ε=1e-6)", "val loss", "passkey %"]
+    header = ["model", "sink % ε 0.2 / 0.3, T=64", "sink % ε 0.2 / 0.3, L=256", "sink % ε 0.2 / 0.3, full length",
+              "kurtosis", "min", "max", "sparsity % (=0)", "dead heads % (ε=1e-6)", "val loss", "passkey %"]
     rows, groups, our_lengths = [], [0], set()
     for v, p in analysis_paths.items():
         s = _load_json(p)
-        sr, short = s.get("sink_rate", {}), _short_sink(s)
         val = _load_json(train_summary_paths[v]).get("final_val_loss") if v in train_summary_paths else None
         passkey = "—"
         if v in passkey_paths:
@@ -1061,8 +1108,8 @@ def write_variants_table(analysis_paths: Mapping[str, str | Path], out, *,
             acc = pk.get("accuracy_by_length", {})
             our_lengths.add(tuple(acc))
             passkey = " / ".join(f"{_num(a):.1f}" for a in acc.values()) or "—"
-        rows.append([f"{_label(v)} ({run_label})", _fmt(sr.get("0.2"), "pct"), _fmt(sr.get("0.3"), "pct"),
-                     f"{_fmt(short.get('0.2'), 'pct')} / {_fmt(short.get('0.3'), 'pct')}", _fmt(s.get("kurtosis"), "kurt"),
+        rows.append([f"{_label(v)} ({run_label})", _sink_pair(_sink_at(s, 64)), _sink_pair(_sink_at(s, 256)),
+                     _sink_pair(s.get("sink_rate")), _fmt(s.get("kurtosis"), "kurt"),
                      _fmt(s.get("min")), _fmt(s.get("max")), _fmt(s.get("sparsity", {}).get("exact_zero_pct"), "pct"),
                      _fmt(_dead_heads_pct(s), "pct"), _fmt(val), passkey])
     notes = []
@@ -1073,12 +1120,13 @@ def write_variants_table(analysis_paths: Mapping[str, str | Path], out, *,
         groups.append(len(rows))
         for r in PAPER_VARIANTS_REFERENCE:
             pk = r.get("passkey")
-            rows.append([f"{_label(r['variant'])} (paper v4, 340M, 10k steps) †", _fmt(r["sink_0.2"], "pct"),
-                         _fmt(r["sink_0.3"], "pct"), "—", _fmt(r["kurtosis"], "kurt"), _fmt(r["min"]), _fmt(r["max"]),
-                         _fmt(r["sparsity_zero"], "pct"), _fmt(r.get("dead_heads"), "pct"), "—",
-                         " / ".join(f"{a:g}" for a in pk) if pk else "—"])
-        notes.append("† The paper's v4 Table 3 (PAPER.md): 340M parameters, 10k steps, a different scale from ours; "
-                     "its passkey numbers (Table 4) at " + "/".join(map(str, PAPER_PASSKEY_LENGTHS))
+            rows.append([f"{_label(r['variant'])} (paper v4, 340M, 10k steps) †", "—",
+                         _sink_pair({"0.2": r["sink_0.2"], "0.3": r["sink_0.3"]}), "—", _fmt(r["kurtosis"], "kurt"),
+                         _fmt(r["min"]), _fmt(r["max"]), _fmt(r["sparsity_zero"], "pct"), _fmt(r.get("dead_heads"), "pct"),
+                         "—", " / ".join(f"{a:g}" for a in pk) if pk else "—"])
+        notes.append("† The paper's v4 Table 3 (arXiv 2504.20966): 340M parameters, 10k steps, a different scale from "
+                     "ours; its numbers are the authors' length sweep at L = 256 (sink rate, kurtosis, min / max and "
+                     "sparsity all at 256); its passkey numbers (Table 4) at " + "/".join(map(str, PAPER_PASSKEY_LENGTHS))
                      + " tokens of a 4096-token context, dead heads from §7.2. — = not reported.")
     return _tables(header, rows, "Sink-free attention variants (the paper's Table 3)", "tab:variants", out, groups,
                    " ".join(notes))
