@@ -249,9 +249,9 @@ def test_every_exported_file_respects_the_umask(tiny_config, tiny_data_dir, tmp_
     finally:
         os.umask(old)
     modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "m").iterdir()}
+    assert modes == dict.fromkeys(modes, oct(file_mode))
     assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_softpick.py", "manifest.json",
             "train_summary.json", "train_log.jsonl"} <= set(modes)
-    assert modes == dict.fromkeys(modes, oct(file_mode))
     assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == dir_mode
 
 
