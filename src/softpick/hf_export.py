@@ -1,7 +1,8 @@
 """Remote code beside an exported model, as custom models on the Hugging Face Hub ship it.
 
-`save_remote_code(model_dir)` writes the modeling code into the model directory and adds `auto_map`
-to its config.json, so that in a process without this project
+`SoftpickConfig.save_pretrained` (so every save_pretrained of the model, the train stage's export
+included) writes `auto_map` into config.json and, through `write_remote_code(model_dir)`, the modeling
+code beside it, so that in a process without this project
 
     AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
 
@@ -12,7 +13,6 @@ one flat module (softpick.attention.reference -> softpick_attention_reference.py
 imports rewritten to the flat names. transformers copies relatively imported files along with the
 modeling file. The Triton kernels stay out: their imports become `raise ImportError(...)`, which the
 dispatch already treats as "Triton not available" (the torch path runs).
-`SoftpickConfig.save_pretrained` calls it, so every save_pretrained directory carries its code.
 
 `write_manifest(model_dir)` records the size and sha256 of every file of a saved model directory in
 its manifest.json (save_pretrained writes one; the train stage rewrites it last, over the tokenizer,
@@ -133,19 +133,6 @@ def write_remote_code(model_dir: str | Path) -> list[str]:
     for name, text in files.items():
         write_bytes_atomic(Path(model_dir) / name, text.encode("utf-8"))
     return sorted(files)
-
-
-def save_remote_code(model_dir: str | Path) -> list[str]:
-    """Write the flat modeling modules into model_dir and `auto_map` into its config.json; returns the files."""
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} is missing: save_pretrained the model first")
-    files = write_remote_code(model_dir)
-    config = json.loads(config_path.read_text())
-    config["auto_map"] = AUTO_MAP
-    write_bytes_atomic(config_path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    return files
 
 
 # ----------------------------------------------------------------------------- file modes and the manifest
