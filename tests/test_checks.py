@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -148,6 +149,9 @@ def _poison(model_dir: Path, value: float = float("nan")) -> None:
     name = next(n for n in weights if "q_proj" in n)
     weights[name][0, :3] = value
     save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
+    from softpick.hf_export import write_manifest
+
+    write_manifest(model_dir)  # a manifest that agrees: the NaN is in the exported model itself
 
 
 def test_nan_weights_fail_evaluate_analyze_and_quantize_writing_nothing(model_dir, tiny_data_dir, tmp_path):
@@ -406,3 +410,73 @@ def test_stage_invocation_of_the_readme_still_runs(tmp_path, monkeypatch, restor
                    "--set", "data.tokenizer.vocab_size=300"])
     assert rc == 0, capsys.readouterr().err
     assert D.verify_data_dir(tmp_path / "results" / "tiny" / "data")["n_documents"] == 6
+
+
+# ----------------------------------------------------------------------------- issue 15: exported model dirs checked
+@pytest.fixture
+def exported_run(data_copy):
+    """A train-exported model (train.export_model) beside the data, in the layout results/tiny/ of a scratch root."""
+    from test_hf_loading import export_tiny_model
+
+    model_dir = data_copy.parent / "models" / "softpick"
+    model_dir.parent.mkdir()
+    export_tiny_model(model_dir, data_copy, "softpick")
+    return data_copy.parents[2], model_dir
+
+
+def _swap_weights(d: Path):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(d / "model.safetensors")
+    name = next(n for n in weights if "q_proj" in n)
+    weights[name] = weights[name].flip(0).contiguous()  # finite, same shape and size
+    save_file(weights, d / "model.safetensors", metadata={"format": "pt"})
+
+
+def _swap_tokenizer_entry(d: Path):
+    tok = json.loads((d / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (d / "tokenizer.json").write_text(json.dumps(tok, indent=2, ensure_ascii=False))
+
+
+def _truncate_weights(d: Path):
+    path = d / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (_swap_weights, r"model\.safetensors: sha256 does not match the manifest"),
+    (_swap_tokenizer_entry, r"tokenizer\.json: sha256 does not match the manifest"),
+    (_truncate_weights, r"model\.safetensors is \d+ bytes, the manifest records \d+ \(truncated\)"),
+    (lambda d: (d / "tokenizer_config.json").unlink(), r"tokenizer_config\.json is missing"),
+    (lambda d: (d / "manifest.json").unlink(), r"manifest\.json is missing"),
+])
+def test_changed_model_file_is_named_by_every_loading_stage(exported_run, monkeypatch, capsys, restore_tqdm,
+                                                            corrupt, message):
+    """evaluate / quantize / analyze / passkey check the exported files against the manifest the train stage
+    wrote last, before loading: one error naming the file, exit 2, nothing written."""
+    root, model_dir = exported_run
+    corrupt(model_dir)
+    monkeypatch.chdir(root)
+    small = ["--set", "eval.tasks=[arc_easy]", "--set", "eval.limit=2", "--set", "eval.ppl_max_docs=1"]
+    for argv in (["evaluate"], ["quantize", "--method", "rtn", "--bits", "2"], ["analyze"], ["passkey"]):
+        rc = cli.main([*argv, "--variant", "softpick", *small])
+        err = capsys.readouterr().err
+        assert rc == 2, (argv, err[-3000:])
+        assert re.search(message, err) and "rerun the train stage" in err, (argv, err[-3000:])
+        assert "Traceback" not in err
+    assert sorted(p.name for p in (root / "results" / "tiny").iterdir()) == ["data", "models"]  # nothing written
+    if (model_dir / "manifest.json").exists():  # it lists every file of the export
+        listed = set(json.loads((model_dir / "manifest.json").read_text())["files"])
+        assert {p.name for p in model_dir.iterdir()} - {"manifest.json"} <= listed
+
+
+def test_non_finite_config_numbers_are_named():
+    """YAML's .inf / .nan are numbers to the schema; validation refuses them naming the key."""
+    for override, message in (("train.lr=.inf", "config key 'train.lr': inf is not a finite number"),
+                              ("train.betas=[0.9, .nan]", "config key 'train.betas.1': nan is not a finite number"),
+                              ("analysis.zero_threshold=-.inf", "config key 'analysis.zero_threshold': -inf is not")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(overrides=[override])

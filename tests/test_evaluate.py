@@ -190,3 +190,31 @@ def test_deterministic(tiny_dir, val_docs):
               device="cpu", max_length=64)
     a, b = ev.evaluate_model(model, tokenizer, **kw), ev.evaluate_model(model, tokenizer, **kw)
     assert a["tasks"] == b["tasks"] and a["perplexity"] == b["perplexity"]
+
+
+# ------------------------------------------------------------------ issue 15: module entry points
+
+def test_module_entry_points_default_to_the_config(monkeypatch, tmp_path, capsys):
+    """`python -m softpick.evaluate` / `python -m softpick.quantize` use configs/default.yaml's eval (and quantize)
+    values, not defaults of their own (evaluate's batch size was 32 where the config says 64)."""
+    from softpick import quantize
+    from softpick.config import load_config
+
+    config = load_config()
+    seen = {}
+
+    def fake_evaluate(model_dir, cfg, *args, **kwargs):
+        seen["eval"] = cfg
+        return {}
+
+    def fake_quantize(model_dir, qcfg, ecfg, *args, **kwargs):
+        seen["quant"], seen["quant_eval"] = qcfg, ecfg
+        return {"quantization": {}}
+
+    monkeypatch.setattr(ev, "evaluate_dir", fake_evaluate)
+    monkeypatch.setattr(quantize, "quantize_and_evaluate", fake_quantize)
+    assert ev.main(["m", "--out", str(tmp_path / "e.json")]) == 0
+    assert quantize.main(["m", "--method", "gptq", "--bits", "4", "--out", str(tmp_path / "q.json")]) == 0
+    capsys.readouterr()
+    assert seen["eval"] == config["eval"] and seen["quant_eval"] == config["eval"]
+    assert seen["quant"] == {**config["quantize"], "methods": ["gptq"], "bits": [4]}  # group size, lm_head, gptq

@@ -164,3 +164,44 @@ def test_kv_cache_generation_matches_full_recompute(exported, kind):
         torch.testing.assert_close(step, full[:, 9:], rtol=0, atol=1e-10)
     finally:
         model.to(torch.float32)
+
+
+def test_save_pretrained_alone_carries_the_code(tmp_path):
+    """A user's own save_pretrained (no train stage, no exporter call) loads with trust_remote_code where softpick
+    is not importable: the model's and the config's directories carry the generated code and auto_map."""
+    import stat
+
+    from softpick.model import SoftpickConfig, SoftpickForCausalLM
+
+    torch.manual_seed(5)
+    model = SoftpickForCausalLM(SoftpickConfig(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               num_key_value_heads=2, intermediate_size=64, attention_kind="gated")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(tmp_path / "model")
+    model.config.save_pretrained(tmp_path / "config")  # the config alone, too
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"] == AUTO_MAP
+    assert stat.S_IMODE((tmp_path / "model" / "model.safetensors").stat().st_mode) == 0o666 & ~_umask()
+    code = f"""
+        import json, torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+        m = AutoModelForCausalLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        c = AutoConfig.from_pretrained({str(tmp_path / "config")!r}, trust_remote_code=True)
+        with torch.no_grad():
+            logits = m(torch.tensor({IDS})).logits
+        print("RESULT" + json.dumps({{"logits": logits.tolist(), "module": type(m).__module__,
+                                      "config": [type(c).__name__, c.attention_kind, c.num_key_value_heads]}}))
+    """
+    proc = fresh_python(code, tmp_path, block_softpick=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert res["module"].startswith("transformers_modules") and res["config"] == ["SoftpickConfig", "gated", 2]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(res["logits"]), model(torch.tensor(IDS)).logits, rtol=0, atol=1e-5)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -233,3 +233,32 @@ def test_bos_first_needs_a_bos_token():
     assert window_bos_id({"bos_first": True}, types.SimpleNamespace(bos_token_id=5)) == 5
     with pytest.raises(ConfigError, match="train.bos_first"):
         window_bos_id({"bos_first": True}, types.SimpleNamespace(bos_token_id=None))
+
+
+# ----------------------------------------------------------------------------- issue 15: the export
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_every_exported_file_respects_the_umask(tiny_config, tiny_data_dir, tmp_path, umask, file_mode, dir_mode):
+    """safetensors writes its file 0600; the export gives every file open()'s mode, as the other artifacts."""
+    import os
+    import stat
+
+    tiny_config["train"].update(max_steps=2)
+    old = os.umask(umask)
+    try:
+        train(tiny_config, "softpick", tiny_data_dir, tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "m").iterdir()}
+    assert modes == dict.fromkeys(modes, oct(file_mode))
+    assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_softpick.py", "manifest.json",
+            "train_summary.json", "train_log.jsonl"} <= set(modes)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == dir_mode
+
+
+def test_non_finite_model_is_not_exported(tiny_config, tiny_data_dir, tmp_path):
+    """lr inf (train() is called without config validation here) makes every weight NaN / inf at step 1; the
+    later steps are skipped, fewer than max_consecutive_skips: train refuses to export instead of exiting 0."""
+    tiny_config["train"].update(lr=float("inf"), max_steps=3)
+    with pytest.raises(ValueError, match=r"m \(not exported\) has non-finite weights: model\."):
+        train(tiny_config, "softpick", tiny_data_dir, tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.checkpoints", "m.train_log.jsonl"]  # no model, no temp dir

@@ -855,15 +855,13 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
     tokens_val.npy (1-D token ids, docs framed [BOS] ids [EOS]) and docs_val.npy (offsets,
     n_docs + 1). A NaN / inf weight or summary number raises NonFiniteError (nothing written). Returns the summary.
     """
-    from transformers import AutoModelForCausalLM
-
-    from . import model as _registers  # noqa: F401  (registers SoftpickConfig with the Auto classes)
+    from .hf_export import load_model
 
     c = {**DEFAULT_CFG, **(cfg or {})}
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[c["dtype"]]
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    model = load_model(model_dir, dtype).to(device)  # its files checked against the manifest first
     check_finite_model(model, model_dir)  # a NaN model would give an all-null summary
     data_dir = Path(data_dir)
     tokens = np.load(data_dir / "tokens_val.npy", mmap_mode="r")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -127,6 +128,9 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
 
     schema = load_schema()
     coerce_numbers(config, schema)
+    bad = [f"config key '{k}': {v} is not a finite number" for k, v in _non_finite(config, "")]
+    if bad:  # YAML's .nan / .inf pass the schema's "number"
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -155,6 +159,17 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
     if check_device:
         check_device_available(config)
     return config
+
+
+def _non_finite(node: Any, path: str) -> Iterable[tuple[str, float]]:
+    """(key path, value) of every NaN / inf float in node (paths as in schema errors: train.betas.0)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        sub = f"{path}.{key}" if path else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            yield sub, value
+        else:
+            yield from _non_finite(value, sub)
 
 
 def _check_run_name(run_name: str) -> None:

@@ -36,7 +36,10 @@ class SnapshotError(ValueError):
 
 def list_snapshots(model_dir: str | Path) -> list[dict]:
     """The snapshots of a trained model (snapshots.json), each checked against its sha256."""
+    from .hf_export import verify_model_dir
+
     model_dir = Path(model_dir)
+    verify_model_dir(model_dir)  # config.json and snapshots.json as exported
     index = model_dir / "snapshots.json"
     if not index.is_file():
         raise SnapshotError(f"{index} not found: the model was trained without train.snapshot_every "

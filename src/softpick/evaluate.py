@@ -233,12 +233,14 @@ def _dist_version(name: str) -> str | None:
 
 
 def load_model_dir(model_dir: str | Path, device: str = "cpu"):
-    """(model, tokenizer) from an exported model dir (HF model + its tokenizer), float32, eval mode."""
-    import softpick.model  # noqa: F401  (registers SoftpickForCausalLM with the Auto classes)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer) from an exported model dir (HF model + its tokenizer), float32, eval mode; every
+    file checked against the dir's manifest first (a ModelIntegrityError names a changed one)."""
+    from transformers import AutoTokenizer
 
+    from .hf_export import load_model
+
+    model = load_model(model_dir, torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     check_finite_model(model, model_dir)  # a NaN model would still give accuracies
     return model.to(device).eval(), tokenizer
 
@@ -271,15 +273,19 @@ def evaluate_dir(model_dir: str | Path, eval_cfg: dict, val_docs: str | Path | N
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="lm-eval zero-shot tasks + held-out perplexity for one model dir")
+    from .config import load_config
+
+    defaults = load_config()["eval"]  # configs/default.yaml's, as in the pipeline
+    ap = argparse.ArgumentParser(description="lm-eval zero-shot tasks + held-out perplexity for one model dir "
+                                             "(defaults: the default config's eval section)")
     ap.add_argument("model_dir")
     ap.add_argument("--val-docs", default=None)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--ppl-max-docs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--tasks", default=",".join(defaults["tasks"]))
+    ap.add_argument("--limit", type=int, default=defaults["limit"])
+    ap.add_argument("--ppl-max-docs", type=int, default=defaults["ppl_max_docs"])
+    ap.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    ap.add_argument("--max-length", type=int, default=defaults["max_length"])
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     cfg = {"tasks": [t for t in a.tasks.split(",") if t], "limit": a.limit, "ppl_max_docs": a.ppl_max_docs,

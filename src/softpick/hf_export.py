@@ -1,7 +1,8 @@
 """Remote code beside an exported model, as custom models on the Hugging Face Hub ship it.
 
-`save_remote_code(model_dir)` writes the modeling code into the model directory and adds `auto_map`
-to its config.json, so that in a process without this project
+`SoftpickConfig.save_pretrained` (so every save_pretrained of the model, the train stage's export
+included) writes `auto_map` into config.json and, through `write_remote_code(model_dir)`, the modeling
+code beside it, so that in a process without this project
 
     AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
 
@@ -12,19 +13,28 @@ one flat module (softpick.attention.reference -> softpick_attention_reference.py
 imports rewritten to the flat names. transformers copies relatively imported files along with the
 modeling file. The Triton kernels stay out: their imports become `raise ImportError(...)`, which the
 dispatch already treats as "Triton not available" (the torch path runs).
+
+`write_manifest(model_dir)` records the size and sha256 of every file of a saved model directory in
+its manifest.json (save_pretrained writes one; the train stage rewrites it last, over the tokenizer,
+log and summary too); `load_model` checks them (`verify_model_dir`) before loading, so a changed,
+truncated or missing file is one ModelIntegrityError naming it (a ValueError: the CLI exits 2).
 """
 from __future__ import annotations
 
 import ast
 import json
+import os
 from importlib.util import find_spec
 from pathlib import Path
 
-from .atomic import write_bytes_atomic
+from .atomic import default_mode, sha256_file, write_bytes_atomic, write_json_atomic
 
 ROOT_MODULE = "softpick.model"
 MODELING_FILE = "modeling_softpick"  # the transformers convention: modeling_<name>.py
-EXCLUDED = ("softpick.attention.triton",)  # CUDA kernels: installed package only
+# CUDA kernels and this exporter (save_pretrained of the installed package only): not exported
+EXCLUDED = ("softpick.attention.triton", "softpick.hf_export")
+MANIFEST = "manifest.json"
+RERUN = "rerun the train stage (snakemake --forcerun train, or python -m softpick train)"
 AUTO_MAP = {"AutoConfig": f"{MODELING_FILE}.SoftpickConfig",
             "AutoModelForCausalLM": f"{MODELING_FILE}.SoftpickForCausalLM"}
 
@@ -117,16 +127,86 @@ def remote_code_files() -> dict[str, str]:
     return files
 
 
-def save_remote_code(model_dir: str | Path) -> list[str]:
-    """Write the flat modeling modules into model_dir and `auto_map` into its config.json; returns the files."""
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} is missing: save_pretrained the model first")
+def write_remote_code(model_dir: str | Path) -> list[str]:
+    """Write the flat modeling modules into model_dir; returns the files."""
     files = remote_code_files()
     for name, text in files.items():
-        write_bytes_atomic(model_dir / name, text.encode("utf-8"))
-    config = json.loads(config_path.read_text())
-    config["auto_map"] = AUTO_MAP
-    write_bytes_atomic(config_path, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_bytes_atomic(Path(model_dir) / name, text.encode("utf-8"))
     return sorted(files)
+
+
+# ----------------------------------------------------------------------------- file modes and the manifest
+def _files(model_dir: Path) -> list[Path]:
+    """The files of a (flat) model directory, but the manifest and hidden temporary files."""
+    return sorted(p for p in model_dir.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+
+
+def file_stamps(model_dir: str | Path) -> dict[str, tuple[int, int]]:
+    """{name: (inode, mtime_ns)} of model_dir's files: what save_pretrained rewrites changes."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return {}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _files(model_dir)}
+
+
+def finish_save(model_dir: str | Path, before: dict[str, tuple[int, int]]) -> None:
+    """After save_pretrained: the files it wrote get open()'s mode (safetensors writes 0600), then the manifest."""
+    model_dir = Path(model_dir)
+    for name, stamp in file_stamps(model_dir).items():
+        if before.get(name) != stamp:
+            os.chmod(model_dir / name, default_mode())
+    write_manifest(model_dir)
+
+
+def write_manifest(model_dir: str | Path) -> dict:
+    """manifest.json: {"files": {name: sha256}, "sizes": {name: bytes}} of every file of model_dir, atomically."""
+    model_dir = Path(model_dir)
+    files = _files(model_dir)
+    manifest = {"files": {p.name: sha256_file(p) for p in files}, "sizes": {p.name: p.stat().st_size for p in files}}
+    write_json_atomic(model_dir / MANIFEST, manifest, sort_keys=True)
+    return manifest
+
+
+class ModelIntegrityError(ValueError):
+    """A model directory does not match its manifest.json; the message names each bad file."""
+
+
+def verify_model_dir(model_dir: str | Path) -> dict:
+    """Check every file listed in model_dir's manifest.json (present, size, sha256); return the manifest."""
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        raise ModelIntegrityError(f"{path} is missing: {model_dir} was not saved by this version's save_pretrained "
+                                  f"/ train stage, or the manifest was deleted; {RERUN}")
+    try:
+        manifest = json.loads(path.read_text())
+        files, sizes = dict(manifest["files"]), dict(manifest["sizes"])
+        if any(Path(n).name != n or n in ("", ".", "..") for n in files):
+            raise ValueError("a file name with a directory part")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+        raise ModelIntegrityError(f"{path} is not a model manifest ({e}); {RERUN}") from None
+    problems = []
+    for name, digest in sorted(files.items()):
+        file = model_dir / name
+        if not file.is_file():
+            problems.append(f"{file} is missing")
+        elif file.stat().st_size != sizes.get(name):
+            size = file.stat().st_size
+            problems.append(f"{file} is {size} bytes, the manifest records {sizes.get(name)} "
+                            f"({'truncated' if size < (sizes.get(name) or 0) else 'changed'})")
+        elif sha256_file(file) != digest:
+            problems.append(f"{file}: sha256 does not match the manifest (changed after it was saved)")
+    if problems:
+        raise ModelIntegrityError(f"model directory {model_dir} does not match its {MANIFEST}: "
+                                  + "; ".join(problems) + f"; {RERUN}")
+    return manifest
+
+
+def load_model(model_dir: str | Path, dtype=None):
+    """verify_model_dir, then AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype) (this package's classes)."""
+    from transformers import AutoModelForCausalLM
+
+    from . import model as _registers_auto_classes  # noqa: F401
+
+    verify_model_dir(model_dir)
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)

@@ -145,14 +145,14 @@ def knockout_model(model, val_tokens: np.ndarray, cfg: dict, max_len: int, bos_i
 
 def run_knockout(model_dir: str | Path, data_dir: str | Path, config: dict, out_json: str | Path, device="cpu") -> dict:
     """Load the trained model and the validation tokens, run the knockout, write out_json atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from . import model as _registers  # noqa: F401  (registers SoftpickConfig with the Auto classes)
     from .data import load_tokens
+    from .hf_export import load_model
     from .train import window_bos_id
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device)
+    model = load_model(model_dir, torch.float32).to(device)  # its files checked against the manifest first
     check_finite_model(model, model_dir)
     val_tokens, _ = load_tokens(data_dir, "val")
     bos_id = window_bos_id(config["train"], AutoTokenizer.from_pretrained(data_dir / "tokenizer"))

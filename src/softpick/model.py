@@ -22,6 +22,9 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .attention import BACKENDS, KINDS, KindParameters, attention, get_kind
 
 
+_PACKAGE_MODULE = "softpick.model"  # this file's name when installed; its remote-code copy has another
+
+
 class SoftpickConfig(PretrainedConfig):
     model_type = "softpick_llama"
 
@@ -71,6 +74,18 @@ class SoftpickConfig(PretrainedConfig):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save_pretrained plus, from the installed package, the generated modeling code and
+        `auto_map` (softpick.hf_export): the directory loads with trust_remote_code=True without softpick.
+        (A remote-code copy of this class is saved with its code by transformers itself.)"""
+        if __name__ != _PACKAGE_MODULE:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        from .hf_export import AUTO_MAP, write_remote_code
+
+        self.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
 
 
 class RMSNorm(nn.Module):
@@ -168,6 +183,18 @@ class SoftpickPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["DecoderLayer"]
     supports_gradient_checkpointing = False
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """transformers' save_pretrained (the config adds the modeling code); from the installed package, the
+        files it wrote then get open()'s mode (safetensors writes 0600) and the directory a manifest.json of
+        their sha256, which the pipeline checks before loading (softpick.hf_export.verify_model_dir)."""
+        if __name__ != _PACKAGE_MODULE or not is_main_process:
+            return super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        from .hf_export import file_stamps, finish_save
+
+        before = file_stamps(save_directory)
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        finish_save(save_directory, before)
 
     def _init_weights(self, module):
         std = self.config.initializer_range

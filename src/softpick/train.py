@@ -591,24 +591,30 @@ def _export(job: _Job, progress: _Progress) -> dict:
 
 def export_model(model, tokenizer, out_dir: Path, config: dict, summary: dict, log_path: Path,
                  snapshots: Path | None = None) -> None:
-    """save_pretrained into a temp dir beside out_dir, then swap it in: never a half-written model.
+    """Everything into a temp dir beside out_dir, then swap it in: never a half-written model. Refuses a
+    model with a NaN / inf weight (NonFiniteError, nothing written). Every file gets open()'s mode; the
+    manifest (sha256 of every file, checked by the stages that load the model) is written last.
 
     snapshots: the training's snapshot directory; the snapshots of train.snapshot_every's steps are
-    linked into <out_dir>/snapshots/ and listed in snapshots.json (an empty list when there are none)."""
+    linked into <out_dir>/snapshots/ and listed with their sha256 in snapshots.json (an empty list when
+    there are none; the dynamics stage checks them)."""
     import yaml
 
-    from .hf_export import save_remote_code
+    from .atomic import write_bytes_atomic
+    from .finite import check_finite_model
+    from .hf_export import write_manifest
 
+    check_finite_model(model, f"{out_dir} (not exported)")
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp)  # with the modeling code + auto_map: loads with trust_remote_code, no softpick needed
     tokenizer.save_pretrained(tmp)
-    save_remote_code(tmp)  # modeling code + auto_map: loads with trust_remote_code, no softpick needed
-    shutil.copy(log_path, tmp / "train_log.jsonl")
-    (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    (tmp / "resolved_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_bytes_atomic(tmp / "train_log.jsonl", Path(log_path).read_bytes())
+    write_bytes_atomic(tmp / "train_summary.json", json.dumps(summary, indent=2).encode())
+    write_bytes_atomic(tmp / "resolved_config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
     _export_snapshots(tmp, snapshots, config["train"])
+    write_manifest(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

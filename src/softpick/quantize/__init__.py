@@ -228,23 +228,31 @@ def main(argv=None) -> int:
     import json
     import sys
 
-    ap = argparse.ArgumentParser(description="Quantize one model dir with one method and evaluate it")
+    from ..config import load_config
+
+    config = load_config()  # the defaults are configs/default.yaml's, as in the pipeline
+    qdef, edef = config["quantize"], config["eval"]
+    ap = argparse.ArgumentParser(description="Quantize one model dir with one method and evaluate it "
+                                             "(defaults: the default config's quantize and eval sections)")
     ap.add_argument("model_dir")
-    ap.add_argument("--method", default="hqq", choices=sorted(METHODS))
+    ap.add_argument("--method", required=True, choices=sorted(METHODS))
     ap.add_argument("--bits", type=int, required=True)
-    ap.add_argument("--group-size", type=int, default=64)
-    ap.add_argument("--quantize-lm-head", action="store_true")
+    ap.add_argument("--group-size", type=int, default=qdef["group_size"])
+    ap.add_argument("--quantize-lm-head", action=argparse.BooleanOptionalAction, default=qdef["quantize_lm_head"])
     ap.add_argument("--val-docs", default=None)
     ap.add_argument("--data-dir", default=None, help="run data dir (GPTQ calibration from its training split)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--ppl-max-docs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--tasks", default=",".join(edef["tasks"]))
+    ap.add_argument("--limit", type=int, default=edef["limit"])
+    ap.add_argument("--ppl-max-docs", type=int, default=edef["ppl_max_docs"])
+    ap.add_argument("--batch-size", type=int, default=edef["batch_size"])
+    ap.add_argument("--max-length", type=int, default=edef["max_length"])
     a = ap.parse_args(argv)
-    qcfg = {"methods": [a.method], "bits": [a.bits], "group_size": a.group_size, "quantize_lm_head": a.quantize_lm_head}
-    ecfg = {"limit": a.limit, "ppl_max_docs": a.ppl_max_docs, "batch_size": a.batch_size, "max_length": a.max_length}
+    qcfg = {**qdef, "methods": [a.method], "bits": [a.bits], "group_size": a.group_size,
+            "quantize_lm_head": a.quantize_lm_head}
+    ecfg = {"tasks": [t for t in a.tasks.split(",") if t], "limit": a.limit, "ppl_max_docs": a.ppl_max_docs,
+            "batch_size": a.batch_size, "max_length": a.max_length}
     rec = quantize_and_evaluate(a.model_dir, qcfg, ecfg, a.val_docs, a.out, device=a.device, data_dir=a.data_dir)
     json.dump({k: v for k, v in rec.items() if k != "quantization"} | {"quantization": {
         k: v for k, v in rec["quantization"].items() if k != "per_layer"}}, sys.stdout, indent=2)
