@@ -359,6 +359,8 @@ def find_resume_state(ckpt_dir: Path, expected: dict, map_location,
                 what = "is refused" if isinstance(err, UnsafeCheckpointError) else "is corrupt"
                 say(f"warning: checkpoint {path} {what}: {err}; renamed to {moved.name}, trying an older one")
                 continue
+            if log_path is not None and (ckpt_dir / STALE_LOG).exists():  # a move aside cut short by a kill
+                os.replace(ckpt_dir / STALE_LOG, log_path)
             say(f"resuming from step {state['step']} (fingerprint {fp}, {path})")
             return state, path
         else:
