@@ -2,8 +2,12 @@
 #   snakemake --cores all                                   # tiny scale (configs/default.yaml), CPU
 #   snakemake --cores all --configfile configs/small.yaml   # another scale, merged over the default
 #   snakemake --report report.html                          # HTML report of the figures and tables
-from softpick.config import validate_config
+from softpick.config import check_yaml_files, validate_config
 from softpick.quantize import quantize_jobs
+
+# Snakemake's YAML loader keeps the last of duplicate keys (a second `train:` drops the first's keys):
+# every config file is parsed again here, refusing them and naming file and line.
+check_yaml_files(["configs/default.yaml", *workflow.configfiles])
 
 configfile: "configs/default.yaml"
 

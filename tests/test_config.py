@@ -1,11 +1,15 @@
 """Config loading and validation: errors name the bad key before any work starts."""
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from softpick.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, data, name="override.yaml"):
@@ -80,3 +84,62 @@ def test_multinode_and_wandb_defaults():
     assert (train["nodes"], train["rdzv_port"], train["wandb"]) == (1, 29500, None)
     wandb = {"project": "softpick", "entity": None, "name": "run-1", "mode": "offline"}
     assert load_config(overrides=[f"train.wandb={json.dumps(wandb)}", "train.nodes=4"])["train"]["wandb"] == wandb
+
+
+# ----------------------------------------------------------------------------- YAML errors (issue 15)
+def test_duplicate_key_is_refused_naming_file_line_and_key(tmp_path):
+    """A second `train:` section silently dropped the first's max_steps (PyYAML keeps the last key)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  max_steps: 7\nseed: 1\ntrain:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: invalid YAML: duplicate key 'train' \(first given on line 1\)"):
+        load_config([path])
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  lr: 0.1\n  max_steps: 3\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=rf"{nested}:4: invalid YAML: duplicate key 'lr'"):
+        load_config([nested])
+
+
+def test_yaml_merge_keys_still_override():
+    from softpick.config import load_yaml
+
+    assert load_yaml("a: &x {p: 1, q: 2}\nb:\n  <<: *x\n  p: 3\n", "f") == {"a": {"p": 1, "q": 2}, "b": {"p": 3, "q": 2}}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=[1,", r"override 'train\.lr=\[1,': invalid YAML: while parsing a flow"),
+    ("train.wandb={project: a, project: b}", r"override 'train\.wandb=.*': invalid YAML: duplicate key 'project'"),
+    ("train..lr=1", r"override 'train\.\.lr=1': 'train\.\.lr' is not a key path"),
+    ("train.lr.x=1", r"override 'train\.lr\.x=1': 'train\.lr' is a value, not a section"),
+])
+def test_bad_override_is_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_malformed_yaml_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_steps: 5\n  lr 0.1: x: y\n")
+    with pytest.raises(ConfigError, match=rf"{bad}:3: invalid YAML: .*mapping values are not allowed here"):
+        load_config([bad])
+
+
+@pytest.mark.parametrize("args", [["--config", "bad.yaml"], ["--set", "train.lr=[1,"]])
+def test_cli_yaml_errors_are_one_line_exit_2(tmp_path, args):
+    """Before: a raw PyYAML traceback (exit 1)."""
+    (tmp_path / "bad.yaml").write_text("train:\n  max_steps: 5\n  lr 0.1: x: y\n")
+    proc = subprocess.run([sys.executable, "-m", "softpick", "data", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    where = "bad.yaml:3" if args[0] == "--config" else "override 'train.lr=[1,'"
+    assert f"softpick data: error: {where}: invalid YAML: " in proc.stderr, proc.stderr
+
+
+def test_snakefile_refuses_a_duplicate_key_in_a_configfile(tmp_path):
+    """Snakemake reads --configfile with a loader that keeps the last duplicate: the Snakefile parses the
+    files again and stops before any job, naming file, line and key."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("run_name: dup-test\ntrain:\n  max_steps: 7\nseed: 1\ntrain:\n  lr: 0.001\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                           "configs/default.yaml", str(dup)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert f"{dup}:5: invalid YAML: duplicate key 'train' (first given on line 2)" in proc.stdout + proc.stderr

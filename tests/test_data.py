@@ -5,6 +5,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,82 @@ def test_cli_small_fineweb_offline_is_one_clear_error(tmp_path, monkeypatch):
     assert proc.returncode == 2, proc.stderr
     assert "Llama-2-7b-hf" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results" / "small-fineweb" / "data" / "tokens_train.npy").exists()
+
+
+# ---------------------------------------------------------------- the corpus as an input (issue 15)
+
+
+def test_manifest_records_the_corpus_and_verify_refuses_an_edit(tmp_path):
+    docs = _corpus_head(12)
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"x{i}", "text": d["text"]}) + "\n" for i, d in enumerate(docs)))
+    out = tmp_path / "o"
+    m = D.prepare_data({"source": "jsonl", "path": str(corpus), "val_documents": 2,
+                        "tokenizer": {"vocab_size": 300, "train_sample_bytes": 100_000}}, out, seed=0)
+    assert m["corpus"] == [{"path": str(corpus), "bytes": corpus.stat().st_size, "sha256": _sha(corpus)}]
+    assert json.loads((out / "manifest.json").read_text())["corpus"] == m["corpus"]
+    D.verify_data_dir(out)
+    # one document's text replaced in place, same length: only the sha256 tells
+    text = corpus.read_text()
+    lines = text.splitlines(keepends=True)
+    at = lines[3].index('"text": "') + 9
+    lines[3] = lines[3][:at] + lines[3][at:].replace("e", "E", 1)
+    corpus.write_text("".join(lines))
+    assert corpus.stat().st_size == m["corpus"][0]["bytes"]
+    with pytest.raises(D.DataIntegrityError, match=rf"corpus file {corpus}: sha256 does not match the manifest"):
+        D.verify_data_dir(out)
+    corpus.write_text(text + json.dumps({"text": "one more"}) + "\n")
+    with pytest.raises(D.DataIntegrityError, match=rf"corpus file {corpus} is \d+ bytes, the manifest records"):
+        D.load_tokens(out, "train")
+    corpus.unlink()  # results taken to a machine without the corpus: nothing to compare
+    D.verify_data_dir(out)
+
+
+def test_embedded_corpus_is_recorded_relative_to_the_checkout(prepared):
+    _, m = prepared
+    assert m["corpus"] == [{"path": "data/corpus/corpus.jsonl.xz", "bytes": CORPUS.stat().st_size,
+                            "sha256": _sha(CORPUS)}]
+
+
+def _data_dry_run(work: Path) -> str:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                           "configs/default.yaml", "override.yaml", "--", "data"],
+                          cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_editing_a_jsonl_corpus_reruns_the_data_stage(tmp_path):
+    """data.source jsonl: the corpus is an input of the data rule, so replacing a document's text after
+    the data stage ran schedules it again (before: 'Nothing to be done' and the old tokens flowed on)."""
+    import time
+
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "configs", "data", "src"):
+        os.symlink(REPO / name, work / name)
+    corpus = work / "my_corpus.jsonl"
+    docs = _corpus_head(12)
+    corpus.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in docs))
+    (work / "override.yaml").write_text(yaml.safe_dump(
+        {"run_name": "corpus-edit", "data": {"source": "jsonl", "path": "my_corpus.jsonl"}}))
+    # the data stage's outputs, newer than every input (as after a run)
+    outputs = [f"results/corpus-edit/data/{name}" for name in
+               ("manifest.json", "tokens_train.npy", "tokens_val.npy", "val_docs.jsonl", "tokenizer/tokenizer.json")]
+    later = time.time() + 100
+    for name in outputs + ["logs/corpus-edit/benchmarks/data.tsv"]:
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        os.utime(path, (later, later))
+    lines = corpus.read_text().splitlines(keepends=True)
+    corpus.write_text("".join([json.dumps({"text": "A replaced document."}) + "\n"] + lines[1:]))
+    os.utime(corpus, (later + 50, later + 50))  # the edit: newer than the outputs
+    jobs = _data_dry_run(work)
+    # the only reason: the edited corpus (the outputs are otherwise complete and up to date)
+    assert re.search(r"reason: Updated input files: my_corpus\.jsonl\n", jobs), jobs

@@ -145,3 +145,26 @@ def test_corrupted_remote_object_is_refused(shared):
         assert "rule data" in jobs and "rule evaluate" in jobs, jobs
     finally:
         obj.write_bytes(good)
+
+
+def test_dvc_add_leaves_out_checkpoints_and_stale_sets(tmp_path):
+    """What `dvc add results/<run>` stores: the models, not the checkpoint dirs nor the sets of other
+    fingerprints moved aside beside them (<variant>.checkpoints.stale-<fp8>/, softpick.checkpoint)."""
+    import json
+
+    run(tmp_path, "git", "init", "-q")
+    run(tmp_path, "dvc", "init", "-q")
+    shutil.copy2(REPO / ".dvcignore", tmp_path / ".dvcignore")
+    models = tmp_path / "results" / "r" / "models"
+    for rel in ("softpick/model.safetensors", "softpick.train_log.jsonl",
+                "softpick.checkpoints/step_00000006/state.pt", "softpick.checkpoints/corrupt.step_00000003/state.pt",
+                "softpick.checkpoints.stale-0123abcd/step_00000003/state.pt",
+                "softpick.checkpoints.stale-0123abcd/train_log.jsonl",
+                "softmax.checkpoints.stale-none/step_00000003/state.pt", ".softpick.tmp/model.safetensors"):
+        (models / rel).parent.mkdir(parents=True, exist_ok=True)
+        (models / rel).write_text(rel)
+    run(tmp_path, "dvc", "add", "-q", "results/r")
+    md5 = next(o["md5"] for o in __import__("yaml").safe_load((tmp_path / "results" / "r.dvc").read_text())["outs"])
+    listing = tmp_path / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    stored = sorted(entry["relpath"] for entry in json.loads(listing.read_text()))
+    assert stored == ["models/softpick.train_log.jsonl", "models/softpick/model.safetensors"], stored

@@ -429,3 +429,138 @@ def test_snakemake_ctrl_c_then_rerun_recovers(tmp_path):
     straight = tmp_path / "straight" / "softpick"
     train(config, "softpick", results / "data", straight)
     assert same_weights(model, straight)
+
+
+# ----------------------------------------------------------------------------- issue 15
+OPERATIONAL_EDIT = {"log_every": 2, "val_every": 1, "checkpoint_every": 4, "keep_checkpoints": 3,
+                    "max_consecutive_skips": 3}
+
+
+def test_operational_keys_resume_with_the_same_weights(tiny_config, tiny_data_dir, tmp_path, capfd):
+    """log_every / val_every / checkpoint_every / keep_checkpoints / max_consecutive_skips change no weight
+    (validation draws no random numbers): a run continued with other values resumes and ends with the
+    weights of an uninterrupted run (before: a fresh start, the checkpoints moved aside)."""
+    run = tmp_path / "run" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, run, stop_after=5)  # a checkpoint at step 3
+    edited = copy.deepcopy(tiny_config)
+    edited["train"].update(OPERATIONAL_EDIT)
+    capfd.readouterr()
+    train(edited, "softpick", tiny_data_dir, run)
+    err = capfd.readouterr().err
+    assert re.search(r"resuming from step 3 \(fingerprint \w{12}, ", err), err
+    assert not list(run.parent.glob("softpick.checkpoints.stale-*"))
+    straight = tmp_path / "straight" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, straight)
+    assert same_weights(run, straight)
+    records = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 6, 8, 10, 12]  # log_every 2 from the resumed step on
+    assert all("val_loss" in r for r in records if r["step"] > 3)  # val_every 1
+
+
+def test_reverted_edit_resumes_from_the_stale_set(tiny_config, tiny_data_dir, tmp_path, capfd):
+    """Train with lr x, edit lr (fresh start, the checkpoints moved aside), revert: the run resumes from
+    the first training's checkpoints, its log with them, and ends as an uninterrupted run (before: the
+    intervening run deleted that set and the revert trained from scratch)."""
+    run = tmp_path / "run" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, run, stop_after=7)  # checkpoints at steps 3 and 6
+    edited = copy.deepcopy(tiny_config)
+    edited["train"]["lr"] = 5e-3
+    capfd.readouterr()
+    train(edited, "softpick", tiny_data_dir, run, stop_after=4)
+    assert "starting fresh" in capfd.readouterr().err
+    train(tiny_config, "softpick", tiny_data_dir, run)  # reverted
+    err = capfd.readouterr().err
+    assert re.search(r"resuming from the stale set \S+softpick\.checkpoints\.stale-\w{8} \(fingerprint differs in "
+                     r"train\.lr \(0\.005 -> 0\.01\); the old checkpoints were moved to \S+stale-\w{8}\)", err), err
+    assert re.search(r"resuming from step 6 \(fingerprint \w{12}, ", err), err
+    straight = tmp_path / "straight" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, straight)
+    assert same_weights(run, straight)
+    # the log is the first training's, continued: the edited run's records went with its set
+    ours = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
+    theirs = [json.loads(l) for l in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in ours] == [(r["step"], r["loss"]) for r in theirs]
+    # the edited training's set is kept in turn, with its log
+    (other,) = run.parent.glob("softpick.checkpoints.stale-*")
+    assert list_checkpoints(other) and (other / "train_log.jsonl").is_file()
+
+
+def test_stale_sets_are_bounded_newest_kept(tiny_config, tiny_data_dir, tmp_path, capfd):
+    from softpick.checkpoint import fingerprint
+
+    run = tmp_path / "run" / "softmax"
+    lrs = [1e-2, 9e-3, 8e-3, 7e-3, 6e-3]
+    prints = []
+    for lr in lrs:
+        config = copy.deepcopy(tiny_config)
+        config["train"]["lr"] = lr
+        prints.append(fingerprint(config, "softmax", tiny_data_dir)["fingerprint"])
+        train(config, "softmax", tiny_data_dir, run, stop_after=3)  # a checkpoint at step 3
+    kept = sorted(p.name for p in run.parent.glob("softmax.checkpoints.stale-*"))
+    # the three most recently moved aside (STALE_SETS_KEPT): not the current training's, not the oldest
+    assert kept == sorted(f"softmax.checkpoints.stale-{fp[:8]}" for fp in prints[1:4])
+
+
+def test_planted_pickle_payload_is_refused_and_never_runs(tiny_config, tiny_data_dir, tmp_path, capfd):
+    """A state.pt whose pickle calls builtins.open (a stand-in for any code), with a matching fingerprint and
+    the sha256 its COMPLETE marker records: refused with a warning naming the file, the payload never runs
+    (before: torch.load(weights_only=False) ran it)."""
+    from softpick.atomic import sha256_file
+
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    run = tmp_path / "run" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, run, stop_after=7)  # checkpoints at steps 3 and 6
+    newest = list_checkpoints(ckpt_dir(run))[-1]
+    torch.save({"step": 6, "model": Payload()}, newest / "state.pt")
+    complete = json.loads((newest / "COMPLETE").read_text())
+    complete["sha256"]["state.pt"] = sha256_file(newest / "state.pt")
+    (newest / "COMPLETE").write_text(json.dumps(complete))
+    capfd.readouterr()
+    train(tiny_config, "softpick", tiny_data_dir, run)
+    err = capfd.readouterr().err
+    assert not marker.exists(), "the planted payload ran"
+    assert re.search(r"warning: checkpoint \S+step_00000006 is refused: \S+step_00000006/state\.pt: its pickle needs "
+                     r"globals a checkpoint never holds \((io|builtins)\.open\); not unpickled", err), err
+    assert "resuming from step 3" in err
+    straight = tmp_path / "straight" / "softpick"
+    train(tiny_config, "softpick", tiny_data_dir, straight)
+    assert same_weights(run, straight)
+
+
+def _smk(work: Path, *args: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml",
+                           "run.yaml", *args], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_operational_keys_are_not_train_params(tmp_path):
+    """After a train job ran (Snakemake recorded its params), changing only operational keys leaves
+    nothing to do; changing lr reruns it (the control)."""
+    import os
+
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "configs", "data", "src"):
+        os.symlink(REPO / name, work / name)
+    base = {"run_name": "opkeys", "train": {"max_steps": 2, "checkpoint_every": 1}}
+    (work / "run.yaml").write_text(yaml.safe_dump(base))
+    target = "results/opkeys/models/softpick/model.safetensors"
+    _smk(work, "--", target)
+    (work / "run.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], **OPERATIONAL_EDIT}}))
+    assert "Nothing to be done" in _smk(work, "-n", "--", target)
+    (work / "run.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "lr": 1e-3}}))
+    assert re.search(r"rule train:(.|\n)*reason: .*Params have changed", _smk(work, "-n", "--", target))

@@ -2,7 +2,8 @@
 
 Layout of <ckpt_dir> (default models/<variant>.checkpoints/):
 
-  step_<N:08d>/state.pt          model, optimizer, data position, RNG states, counters (torch.save)
+  step_<N:08d>/state.pt          model, optimizer, data position, RNG states, counters (torch.save; only
+                                 tensors and plain Python values, so it loads with weights_only=True)
   step_<N:08d>/fingerprint.json  what the training depends on (below)
   step_<N:08d>/COMPLETE          written last: step, time and the sha256 of the two files above
 
@@ -11,27 +12,32 @@ deletion: the marker goes first) that died midway and is never loaded; the next 
 leftovers of earlier steps.
 
 Fingerprint: the sha256 of a canonical JSON of the variant, the seed, the resolved model / data
-config, the train config without the operational keys (OPERATIONAL_TRAIN_KEYS, the same ones the
-train rule keeps out of its params), the sha256 of the data dir's manifest.json (which records the
-sha256 of every token file) and the sha256 of every source file of TRAINING_CODE. The device and the
-process count are left out: a killed run may resume on another process count.
+config, the train config without the operational keys (OPERATIONAL_TRAIN_KEYS: how the job is
+launched, logged and checkpointed, never the weights; the train rule keeps the same keys out of its
+params), the sha256 of the data dir's manifest.json (which records the sha256 of every token file and
+of the corpus) and the sha256 of every source file of TRAINING_CODE. The device and the process count
+are left out: a killed run may resume on another process count.
 
 Resume (find_resume_state, rank 0): the newest complete checkpoint whose files match their sha256
 and whose state.pt loads is taken when its fingerprint matches the run's. A fingerprint that
 differs (or a checkpoint written before fingerprints existed) means the weights would mix two
-trainings: the run starts fresh and the whole checkpoint dir is moved to
-<ckpt_dir>.stale-<first 8 hex digits of its fingerprint>/ (only the latest stale set is kept; older
-ones are deleted). A checkpoint that fails its sha256 or does not load is renamed to
-corrupt.step_<N>/ with a warning and the next older one is tried; when none loads the run starts
-fresh with a warning (training from scratch gives the same weights, only later).
-Every decision is printed to stderr (the stage log): "resuming from step N (fingerprint ...)" or
-"starting fresh: <why>".
+trainings: the whole checkpoint dir, with the training's log (train_log.jsonl inside), is moved to
+<ckpt_dir>.stale-<first 8 hex digits of its fingerprint>/, and the run resumes from a stale set of
+its own fingerprint when there is one (an edit reverted: it is moved back), else starts fresh. The
+STALE_SETS_KEPT most recently moved-aside sets are kept, older ones deleted. A checkpoint that fails
+its sha256 or does not load is renamed to corrupt.step_<N>/ with a warning and the next older one is
+tried; when none loads the run starts fresh with a warning (training from scratch gives the same
+weights, only later). state.pt is read with torch.load(weights_only=True): a pickle that would run
+code or build any object but tensors and plain values is refused, naming the file and its globals.
+Every decision is printed to stderr (the stage log): "resuming from step N (fingerprint ...)",
+"resuming from the stale set ..." or "starting fresh: <why>".
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -48,8 +54,14 @@ STATE_FILE = "state.pt"
 FINGERPRINT_FILE = "fingerprint.json"
 CORRUPT_PREFIX = "corrupt."
 FINGERPRINT_VERSION = 1
-# train keys that change how a run is launched or logged, never the weights (see workflow/rules/train.smk)
-OPERATIONAL_TRAIN_KEYS = ("gpus", "nodes", "rdzv_port", "peak_tflops", "tensorboard", "wandb")
+# train keys that change how a run is launched, logged or checkpointed, never the weights (nor the final
+# loss / validation loss of train_summary.json: the last step is always logged, validated and saved):
+# kept out of the fingerprint and of the train rule's params (workflow/rules/train.smk). Validation
+# runs in eval mode under no_grad and draws no random numbers, so val_every leaves training as it is.
+OPERATIONAL_TRAIN_KEYS = ("gpus", "nodes", "rdzv_port", "peak_tflops", "tensorboard", "wandb",
+                          "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "max_consecutive_skips")
+STALE_SETS_KEPT = 3  # checkpoint sets of other fingerprints kept beside the checkpoint dir
+STALE_LOG = "train_log.jsonl"  # a stale set's copy of its training's log
 PACKAGE_DIR = Path(__file__).resolve().parent
 # the code a training runs, relative to the package; attention/ is taken whole (Triton kernels included)
 TRAINING_CODE = ("train.py", "checkpoint.py", "data.py", "model.py", "attention")
@@ -114,7 +126,11 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 # ----------------------------------------------------------------------------- RNG state
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state as tensors and plain values (numpy's key array as an int64 tensor), which
+    torch.load reads with weights_only=True."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -122,7 +138,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {**numpy_state["state"], "key": numpy_state["state"]["key"].numpy().astype(np.uint32)}
+    np.random.set_state(numpy_state)
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -221,9 +239,23 @@ def _check_files(path: Path) -> dict | None:
     return json.loads((path / FINGERPRINT_FILE).read_text())
 
 
+class UnsafeCheckpointError(ValueError):
+    """A state.pt whose pickle names globals outside torch's weights-only allow-list (it could run code)."""
+
+
 def load_state(path: Path, map_location) -> dict:
-    # mmap: N ranks of one node page in one file instead of N full copies in memory
-    return torch.load(Path(path) / STATE_FILE, map_location=map_location, weights_only=False, mmap=True)
+    """state.pt of one checkpoint, unpickled with weights_only=True (tensors and plain values only: never
+    code). mmap: N ranks of one node page in one file instead of N full copies in memory."""
+    file = Path(path) / STATE_FILE
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        try:
+            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(file)) or "none listed"
+        except Exception:  # noqa: BLE001 (not a torch zip file: the unpickling error says enough)
+            found = str(err).strip().splitlines()[0]
+        raise UnsafeCheckpointError(f"{file}: its pickle needs globals a checkpoint never holds ({found}); "
+                                    f"not unpickled (it could run code)") from None
 
 
 def _try_checkpoint(path: Path, expected: dict, map_location) -> dict:
@@ -237,17 +269,63 @@ def _try_checkpoint(path: Path, expected: dict, map_location) -> dict:
         raise _Stale(f"fingerprint differs in {shown}", recorded.get("fingerprint"))
     try:
         return load_state(path, map_location)
+    except UnsafeCheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 (any failure to unpickle is a corrupt file)
         raise ValueError(f"{path / STATE_FILE} does not load ({type(err).__name__}: {err})") from None
 
 
-def _move_stale(ckpt_dir: Path, old_fingerprint: str | None) -> Path:
-    """Move ckpt_dir aside to <ckpt_dir>.stale-<fp8>/, deleting older stale sets first."""
-    for old in ckpt_dir.parent.glob(f"{ckpt_dir.name}.stale-*"):
-        shutil.rmtree(old, ignore_errors=True)
+def stale_sets(ckpt_dir: Path) -> list[Path]:
+    """The checkpoint sets moved aside from ckpt_dir (<ckpt_dir>.stale-*/), most recently moved first."""
+    ckpt_dir = Path(ckpt_dir)
+    found = [p for p in ckpt_dir.parent.glob(f"{ckpt_dir.name}.stale-*") if p.is_dir()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+
+def _set_fingerprint(ckpt_dir: Path) -> str | None:
+    """The fingerprint a set's newest complete checkpoint records (its fingerprint.json checked against
+    the COMPLETE marker; state.pt is checked on resume). None when unknown."""
+    done = list_checkpoints(ckpt_dir)
+    if not done:
+        return None
+    try:
+        marker = json.loads((done[-1] / COMPLETE_MARKER).read_text())
+        fp_file = done[-1] / FINGERPRINT_FILE
+        if sha256_file(fp_file) != marker["sha256"][FINGERPRINT_FILE]:
+            return None
+        return json.loads(fp_file.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _move_stale(ckpt_dir: Path, old_fingerprint: str | None, log_path: Path | None) -> Path:
+    """Move ckpt_dir (with the training's log) aside to <ckpt_dir>.stale-<fp8>/."""
     target = ckpt_dir.parent / f"{ckpt_dir.name}.stale-{(old_fingerprint or 'none')[:8]}"
+    if target.exists():  # an older set of the same fingerprint
+        shutil.rmtree(target)
+    if log_path is not None and log_path.exists():
+        os.replace(log_path, ckpt_dir / STALE_LOG)
     os.replace(ckpt_dir, target)
+    os.utime(target)  # its age among the stale sets: when it was moved aside
     return target
+
+
+def _restore_stale(ckpt_dir: Path, expected: dict, log_path: Path | None) -> Path | None:
+    """Move the newest stale set of the expected fingerprint back to ckpt_dir (which holds no complete
+    checkpoint), its log back to log_path; the set's former path, or None when there is none."""
+    for candidate in stale_sets(ckpt_dir):
+        if _set_fingerprint(candidate) != expected["fingerprint"]:
+            continue
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)  # leftovers only: unfinished saves, corrupt.* checkpoints
+        os.replace(candidate, ckpt_dir)
+        if log_path is not None:
+            if (ckpt_dir / STALE_LOG).exists():
+                os.replace(ckpt_dir / STALE_LOG, log_path)
+            else:
+                log_path.unlink(missing_ok=True)  # another training's log
+        return candidate
+    return None
 
 
 def _quarantine(path: Path) -> Path:
@@ -258,26 +336,43 @@ def _quarantine(path: Path) -> Path:
     return target
 
 
-def find_resume_state(ckpt_dir: Path, expected: dict, map_location) -> tuple[dict | None, Path | None]:
-    """(state, checkpoint path) to resume from, or (None, None) to start fresh; says which and why."""
+def find_resume_state(ckpt_dir: Path, expected: dict, map_location,
+                      log_path: Path | None = None) -> tuple[dict | None, Path | None]:
+    """(state, checkpoint path) to resume from, or (None, None) to start fresh; says which and why.
+
+    log_path: the training's JSONL log, moved with a set that is moved aside and back."""
     ckpt_dir = Path(ckpt_dir)
-    checkpoints = list_checkpoints(ckpt_dir)
-    if not checkpoints:
-        say(f"starting fresh (fingerprint {expected['fingerprint'][:12]}): no checkpoint in {ckpt_dir}")
-        return None, None
-    for path in reversed(checkpoints):
-        try:
-            state = _try_checkpoint(path, expected, map_location)
-        except _Stale as stale:
-            moved = _move_stale(ckpt_dir, stale.old_fingerprint)
-            say(f"starting fresh (fingerprint {expected['fingerprint'][:12]}): {stale}; "
-                f"the old checkpoints were moved to {moved}")
-            return None, None
-        except ValueError as err:
-            moved = _quarantine(path)
-            say(f"warning: checkpoint {path} is corrupt: {err}; renamed to {moved.name}, trying an older one")
-            continue
-        say(f"resuming from step {state['step']} (fingerprint {expected['fingerprint'][:12]}, {path})")
-        return state, path
-    say(f"warning: starting fresh (fingerprint {expected['fingerprint'][:12]}): no checkpoint in {ckpt_dir} loads")
+    log_path = Path(log_path) if log_path is not None else None
+    fp = expected["fingerprint"][:12]
+    why = f"no checkpoint in {ckpt_dir}"
+    for attempt in ("here", "restored"):
+        checkpoints = list_checkpoints(ckpt_dir)
+        for path in reversed(checkpoints):
+            try:
+                state = _try_checkpoint(path, expected, map_location)
+            except _Stale as stale:
+                moved = _move_stale(ckpt_dir, stale.old_fingerprint, log_path)
+                why = f"{stale}; the old checkpoints were moved to {moved}"
+                break
+            except ValueError as err:
+                moved = _quarantine(path)
+                what = "is refused" if isinstance(err, UnsafeCheckpointError) else "is corrupt"
+                say(f"warning: checkpoint {path} {what}: {err}; renamed to {moved.name}, trying an older one")
+                continue
+            if log_path is not None and (ckpt_dir / STALE_LOG).exists():  # a move aside cut short by a kill
+                os.replace(ckpt_dir / STALE_LOG, log_path)
+            say(f"resuming from step {state['step']} (fingerprint {fp}, {path})")
+            return state, path
+        else:
+            if checkpoints:
+                say(f"warning: starting fresh (fingerprint {fp}): no checkpoint in {ckpt_dir} loads")
+                return None, None
+        if attempt == "here":
+            restored = _restore_stale(ckpt_dir, expected, log_path)
+            for old in stale_sets(ckpt_dir)[STALE_SETS_KEPT:]:  # after the restore: it may be the oldest
+                shutil.rmtree(old, ignore_errors=True)
+            if restored is None:
+                break
+            say(f"resuming from the stale set {restored} ({why}): its fingerprint {fp} matches; moved back to {ckpt_dir}")
+    say(f"starting fresh (fingerprint {fp}): {why}")
     return None, None

@@ -4,6 +4,11 @@ The schema lives in workflow/schemas/config.schema.json (one fragment per pipeli
 referenced by "$ref": "<section>.schema.json"). Validation happens before any work starts and
 names the offending key, e.g. "config key 'train.lr': 'fast' is not of type 'number'".
 
+YAML: every file and --set value is read with load_yaml, a SafeLoader that refuses a key given twice in
+one mapping (PyYAML would keep the last: a second ``train:`` would drop the first's keys); a syntax
+error or duplicate is a ConfigError naming the file and line ("dup.yaml:4: invalid YAML: duplicate key
+'train' (first given on line 1)"). The Snakefile parses its configfiles again with it (check_yaml_files).
+
 Numbers: PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string, while YAML 1.2, JSON and
 Python read it as 0.001. Whatever loaded the config (this module, Snakemake's ``configfile:`` /
 ``--config``, ``--set``), :func:`validate_config` converts a string that parses as a float into
@@ -238,12 +243,60 @@ def _check_quantize(quant_cfg: dict) -> None:
         raise ConfigError(f"config section 'quantize': {err}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor': its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: SafeLoader's own error below names it
+                continue
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str, *, lines: bool = True) -> Any:
+    """YAML text -> Python object with SafeLoader, refusing duplicate keys; ConfigError '<source>:<line>: what'
+    (without the line when lines is false: a one-line value)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None and lines else source
+        what = " ".join(str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part) or str(err)
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
+
+
+def check_yaml_files(paths: Iterable[str | Path]) -> None:
+    """Parse each YAML file with load_yaml (duplicate keys, syntax), naming the file and line: for the
+    Snakefile, whose configfiles Snakemake reads with a loader that keeps the last of duplicate keys."""
+    for path in paths:
+        load_yaml(_read_text(path), str(path))
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.lr=1e-3' -> (['train', 'lr'], 0.001), values parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r}: {key.strip()!r} is not a key path like section.key")
+    return keys, load_yaml(value, f"override {text!r}", lines=False)
 
 
 def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (), *, base: Path | None = DEFAULT_CONFIG) -> dict:
@@ -253,15 +306,17 @@ def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
     for path in ([base] if base else []) + [Path(p) for p in paths]:
         if not Path(path).exists():
             raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = load_yaml(_read_text(path), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
         config = deep_merge(config, loaded)
     for text in overrides:
         keys, value = parse_override(text)
         node = config
-        for k in keys[:-1]:
+        for i, k in enumerate(keys[:-1]):
             node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{'.'.join(keys[:i + 1])}' is a value, not a section")
         node[keys[-1]] = value
     return validate_config(config, check_device=False)  # run_stage checks it for the stages that use it
 

@@ -43,14 +43,18 @@ Output directory (all files written atomically: temp name + ``os.replace``):
                           ``[BOS] + ids + [EOS]``, documents concatenated.
 ``docs_{split}.npy``      int64 offsets, length ``n_docs + 1``; doc i = ``tokens[off[i]:off[i+1]]``.
 ``val_docs.jsonl``        raw text of the validation documents, ``{"id","text"}`` per line.
-``manifest.json``         counts, dtypes, sha256 and size of every file, tokenizer, source, seed, config.
+``manifest.json``         counts, dtypes, sha256 and size of every file, tokenizer, source, seed, config,
+                          and ``corpus``: path, size and sha256 of every local input file the source read
+                          (:func:`corpus_files`; none for the hub).
 
 ``split`` is ``"train"`` or ``"val"``. Output is deterministic: same config + seed -> same bytes.
 
 Every reader checks the directory against its manifest first: :func:`verify_data_dir` (called by
 :func:`load_tokens` and by ``softpick.cli.run_stage`` for each stage that reads data) compares size
 and sha256 of each file the reader uses, loads the tokenizer, and checks that every token id is below
-its vocabulary size; a :class:`DataIntegrityError` names each bad file and what is wrong with it.
+its vocabulary size; a :class:`DataIntegrityError` names each bad file and what is wrong with it. It also
+checks the corpus files the manifest lists, where they exist on this machine: an edited corpus means stale
+token files (size always; sha256 up to CORPUS_HASH_LIMIT bytes per file, larger ones by size only).
 """
 from __future__ import annotations
 
@@ -87,6 +91,7 @@ __all__ = [
     "load_tokenizer",
     "load_tokens",
     "normalize_data_config",
+    "corpus_files",
     "prepare_data",
     "split_documents",
     "train_bpe_tokenizer",
@@ -101,6 +106,7 @@ SOURCES = ("embedded", "jsonl", "fineweb_edu")
 TOKENIZER_KINDS = ("bpe", "pretrained")
 SPECIAL_TOKENS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}  # ids 0, 1, 2, 3
 MANIFEST_VERSION = 1
+CORPUS_HASH_LIMIT = 1 << 30  # verify_data_dir re-hashes corpus files up to this size (every stage job)
 
 DEFAULTS: dict[str, Any] = {
     "source": "embedded",
@@ -306,6 +312,46 @@ def _fineweb_local_files(path: str | os.PathLike | list) -> list[str]:
     if None in fmts or len(fmts) != 1:
         raise ValueError(f"data.path: files must all be .parquet or all .jsonl/.json, got {files[:5]}")
     return files
+
+
+def _shown_path(path: Path) -> str:
+    """A corpus path as the manifest and the data rule show it: relative to the working directory or the
+    repository when under one (the same string on every machine), else absolute."""
+    if not path.is_absolute():
+        return path.as_posix()
+    for base in (Path.cwd(), REPO_ROOT):
+        try:
+            return path.relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return path.as_posix()
+
+
+def corpus_files(data_cfg: dict | None) -> list[str]:
+    """The local files the configured source reads (the embedded corpus, the jsonl / parquet file, the
+    FineWeb-Edu files under data.path; none for the hub), as paths relative to the working directory or the
+    repository when under one. A missing file is listed as configured (the Snakefile makes these the
+    data rule's inputs: Snakemake names a missing one, or builds data/corpus-large); no other checks."""
+    cfg = {**DEFAULTS, **(data_cfg or {})}
+    source = cfg.get("source", "embedded")
+    if source == "embedded":
+        paths = [cfg.get("corpus_path")]
+    elif source == "jsonl":
+        paths = [cfg.get("path")]
+    elif source == "fineweb_edu" and cfg.get("path"):
+        try:
+            paths = _fineweb_local_files(cfg["path"])
+        except (FileNotFoundError, ValueError):
+            paths = list(cfg["path"]) if isinstance(cfg["path"], (list, tuple)) else [cfg["path"]]
+    else:
+        paths = []
+    out = []
+    for p in paths:
+        if not isinstance(p, (str, os.PathLike)) or not str(p) or any(c in str(p) for c in "*?["):
+            continue  # a bad value (validation names it) or a glob that matched nothing
+        resolved = _resolve_path(p, "path")
+        out.append(_shown_path(resolved) if resolved.exists() else str(p))
+    return sorted(set(out), key=out.index)
 
 
 def _hub_endpoint() -> str:
@@ -564,6 +610,9 @@ def prepare_data(data_cfg: dict, out_dir: str | os.PathLike, seed: int) -> dict:
     if tcfg["kind"] == "pretrained":  # fail before reading data if the tokenizer is unavailable
         tok = _load_pretrained(tcfg["name"])
 
+    # the input files, hashed before they are read: an edit while the stage runs shows at the next check
+    corpus = [{"path": f, "bytes": _resolve_path(f, "path").stat().st_size, "sha256": sha256_file(_resolve_path(f, "path"))}
+              for f in corpus_files(cfg)]
     t0 = time.perf_counter()
     ids: list[str] = []
     texts: list[str] = []
@@ -632,6 +681,7 @@ def prepare_data(data_cfg: dict, out_dir: str | os.PathLike, seed: int) -> dict:
         },
         "files": files,
         "sizes": {name: (out / name).stat().st_size for name in files},
+        "corpus": corpus,
         "config": _jsonable(cfg),
     }
     write_bytes_atomic(out / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -692,6 +742,21 @@ def _check_file(path: Path, expected_sha: str, expected_size: int | None) -> str
     if digest != expected_sha:
         return (f"{path}: sha256 {digest[:16]}... does not match the manifest ({expected_sha[:16]}...): "
                 f"the file was changed after the data stage wrote it")
+    return None
+
+
+def _check_corpus_file(entry: dict) -> str | None:
+    """What is wrong with one corpus file the data stage read (None when unchanged, or not on this machine)."""
+    path = _resolve_path(entry["path"], "path")
+    if not path.is_file():
+        return None  # e.g. results pulled to a machine without the corpus: nothing to compare
+    size = path.stat().st_size
+    stale = "the token files were made from the earlier version"
+    if size != entry["bytes"]:
+        return f"corpus file {path} is {size} bytes, the manifest records {entry['bytes']}: edited after the data stage read it; {stale}"
+    if size <= CORPUS_HASH_LIMIT and sha256_file(path) != entry["sha256"]:
+        return (f"corpus file {path}: sha256 does not match the manifest ({entry['sha256'][:16]}...): edited after the "
+                f"data stage read it; {stale}")
     return None
 
 
@@ -769,6 +834,11 @@ def verify_data_dir(data_dir: str | os.PathLike, splits: tuple[str, ...] | list[
             else:
                 _TOKENIZER_VOCAB[tok_key] = vocab
         vocab_size = _TOKENIZER_VOCAB.get(tok_key, vocab_size)
+    for entry in manifest.get("corpus") or []:  # absent in manifests written before corpora were recorded
+        problem = _once(("corpus", _stat_key(_resolve_path(entry["path"], "path")), entry["sha256"]),
+                        _check_corpus_file, entry)
+        if problem:
+            problems.append(problem)
     for split in splits:
         path = data_dir / f"tokens_{split}.npy"
         size = path.stat().st_size if path.is_file() else 0

@@ -382,10 +382,12 @@ def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) 
 def _resume(job: _Job) -> _Progress:
     """Restore the newest usable checkpoint of this job's fingerprint, or keep the fresh start.
 
-    Rank 0 chooses (and moves stale or corrupt checkpoints aside); the others load what it chose.
+    Rank 0 chooses (and moves stale or corrupt checkpoints aside, with the log of their training); the
+    others load what it chose.
     """
     map_location = "cpu" if job.fsdp else job.device
-    state, path = checkpoint.find_resume_state(job.ckpt_dir, job.fingerprint, map_location) if job.rank == 0 else (None, None)
+    state, path = (checkpoint.find_resume_state(job.ckpt_dir, job.fingerprint, map_location, job.tracker.log_path)
+                   if job.rank == 0 else (None, None))
     if job.world > 1:
         chosen = [str(path) if path else None]
         dist.broadcast_object_list(chosen, src=0)

@@ -1,14 +1,10 @@
-from pathlib import Path
+from softpick.data import corpus_files
 
 LARGE_CORPUS = "data/corpus-large/corpus.jsonl.xz"
-# The data rule depends on the corpus file only for the large corpus (built by the rule below when
-# missing); the committed tiny corpus is not an input, so the default run never triggers that build.
-CORPUS_INPUT = (
-    [config["data"]["corpus_path"]]
-    if config["data"].get("source", "embedded") == "embedded"
-    and Path(config["data"].get("corpus_path", "")).parts[:2] == ("data", "corpus-large")
-    else []
-)
+# Every local corpus file the data source reads is an input of the data rule, so editing it reruns the data
+# stage (and what depends on it); the manifest records their sha256. data/corpus-large is built by the rule
+# below only when configured and missing; the hub (fineweb_edu without data.path) has no input file.
+CORPUS_INPUT = corpus_files(config["data"])
 
 
 rule large_corpus:

@@ -1,6 +1,7 @@
 import json
 import sys
 
+from softpick.checkpoint import OPERATIONAL_TRAIN_KEYS
 from softpick.launch import slurm_resources, train_processes
 from softpick.train import check_distributed
 
@@ -17,9 +18,12 @@ check_distributed(config["train"], TRAIN_PROCESSES)  # fail at parse time, namin
 TRAIN_THREADS_PER_NODE = max(1, config["train"].get("threads", 1)) * max(1, TRAIN_GPUS)
 
 # Keys that do not change the trained model stay out of params (a changed param reruns the job):
-# gpus, nodes, rdzv_port, peak_tflops, tensorboard and wandb always; parallelism / compile / dtype at
-# their defaults, so models trained before these keys existed are not invalidated.
-TRAIN_OPERATIONAL = ("gpus", "nodes", "rdzv_port", "peak_tflops", "tensorboard", "wandb")
+# the operational keys always (softpick.checkpoint.OPERATIONAL_TRAIN_KEYS, also outside the checkpoint
+# fingerprint: gpus, nodes, rdzv_port, peak_tflops, tensorboard, wandb, log_every, val_every,
+# checkpoint_every, keep_checkpoints, max_consecutive_skips); parallelism / compile / dtype at their
+# defaults, so models trained before these keys existed are not invalidated. The one-process job reads
+# them from the whole config (workflow/scripts/stage.py), outside params.
+TRAIN_OPERATIONAL = OPERATIONAL_TRAIN_KEYS
 TRAIN_DEFAULTS = {"parallelism": "ddp", "compile": False, "dtype": "float32"}
 TRAIN_PARAMS = {k: v for k, v in config["train"].items()
                 if k not in TRAIN_OPERATIONAL and not (k in TRAIN_DEFAULTS and v == TRAIN_DEFAULTS[k])}
