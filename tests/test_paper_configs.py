@@ -46,7 +46,17 @@ def test_paper_config_offline_names_the_tokenizer(tmp_path, name):
     assert not list(tmp_path.rglob("tokens_train.npy"))
 
 
-@pytest.mark.parametrize("name", ["small", "paper-340m", "paper-1.8b"])
+def test_small_config_runs_the_papers_quantization_grid():
+    """small.yaml: HQQ and GPTQ at 8/4/3/2 bits and bitsandbytes 8/4 (the paper's grid), RTN 3/2 and W8A8 -- and
+    nothing of the default's subset leaks in through the merge."""
+    from softpick.quantize import quantize_jobs
+
+    jobs = set(quantize_jobs(_config("small")["quantize"]))
+    paper = {(m, b) for m in ("hqq", "gptq") for b in (8, 4, 3, 2)} | {("bnb", 8), ("bnb", 4)}
+    assert jobs == paper | {("rtn", 3), ("rtn", 2), ("rtn_a8_token", 8), ("rtn_a8_tensor", 8)}
+
+
+@pytest.mark.parametrize("name", ["paper-340m", "paper-1.8b"])
 def test_full_scale_configs_run_every_method_at_every_bit_width_it_supports(name):
     """The default's subset (quantize.bits_by_method) must not leak into the full grids through the merge."""
     from softpick.quantize import METHODS, quantize_jobs
