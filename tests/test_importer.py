@@ -22,7 +22,7 @@ from softpick.importer import (ATTN_IMPL_KINDS, CheckpointFormatError, ImportSou
                                import_stage, parse_source)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_heads=4, vocab_size=97, max_position_embeddings=64)
+SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_heads=4, vocab_size=300, max_position_embeddings=64)
 
 
 # ----------------------------------------------------------------------------- an fla checkpoint, by hand
@@ -300,11 +300,19 @@ def _run_config(tmp_path, tiny_config, sources: dict) -> dict:
     return cfg
 
 
+def _tokenizer(path: Path, vocab_size: int = 280, words: str = "the cat sat on the mat and the dog ran") -> Path:
+    from softpick.data import train_bpe_tokenizer
+
+    train_bpe_tokenizer([words] * 20, vocab_size).save_pretrained(str(path))
+    return path
+
+
 def test_import_stage_writes_what_the_train_stage_writes(tmp_path, tiny_config):
     from softpick.cli import main
     from softpick.dynamics import list_snapshots, load_snapshot
 
     ckpt = write_fla_checkpoint(tmp_path / "fla", "parallel_softpick_attn")
+    _tokenizer(tmp_path / "results" / "imported" / "data" / "tokenizer")  # the data stage's (the checkpoint has none)
     cfg = _run_config(tmp_path, tiny_config, {"softpick": str(tmp_path / "fla")})
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     cwd = os.getcwd()
@@ -315,7 +323,7 @@ def test_import_stage_writes_what_the_train_stage_writes(tmp_path, tiny_config):
         os.chdir(cwd)
     model_dir = tmp_path / "results" / "imported" / "models" / "softpick"
     for name in ("config.json", "model.safetensors", "train_log.jsonl", "train_summary.json", "snapshots.json",
-                 "modeling_softpick.py"):
+                 "modeling_softpick.py", "tokenizer.json"):
         assert (model_dir / name).is_file(), name
     summary = json.loads((model_dir / "train_summary.json").read_text())
     assert summary["imported_from"]["attn_impl"] == "parallel_softpick_attn" and summary["final_val_loss"] is None
@@ -333,3 +341,27 @@ def test_import_stage_checks_the_model_section(tmp_path, tiny_config):
     with pytest.raises(CheckpointFormatError, match="'model.hidden_size' is 64"):
         import_stage(cfg, "softmax", tmp_path / "models" / "softmax")
     assert not (tmp_path / "models" / "softmax").exists()
+
+
+def test_import_stage_tokenizer_comes_from_the_checkpoint_or_the_data_stage(tmp_path, tiny_config):
+    write_fla_checkpoint(tmp_path / "fla", "parallel_attn")
+    cfg = _run_config(tmp_path, tiny_config, {"softmax": str(tmp_path / "fla")})
+    with pytest.raises(FileNotFoundError, match="run the data stage first"):  # neither: nothing for evaluate to read
+        import_stage(cfg, "softmax", tmp_path / "models" / "softmax", tmp_path / "data")
+    _tokenizer(tmp_path / "fla")  # the checkpoint's own ...
+    _tokenizer(tmp_path / "data" / "tokenizer", words="completely different words here for another vocabulary")
+    with pytest.raises(CheckpointFormatError, match="not the run's data tokenizer"):  # ... must be the data's
+        import_stage(cfg, "softmax", tmp_path / "models" / "softmax", tmp_path / "data")
+    _tokenizer(tmp_path / "data" / "tokenizer")
+    import_stage(cfg, "softmax", tmp_path / "models" / "softmax", tmp_path / "data")
+    assert (tmp_path / "models" / "softmax" / "tokenizer.json").is_file()
+
+
+def test_models_from_must_cover_exactly_the_variants(tiny_config):
+    from softpick.config import ConfigError
+    from softpick.importer import models_from_sources
+
+    with pytest.raises(ConfigError, match="'models_from' names gated"):
+        models_from_sources({**tiny_config, "models_from": {"softmax": "a/b", "softpick": "c/d", "gated": "e/f"}})
+    with pytest.raises(ConfigError, match="no entry for variant\\(s\\) softpick"):
+        models_from_sources({**tiny_config, "models_from": {"softmax": "a/b"}})

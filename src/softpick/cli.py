@@ -154,7 +154,7 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
     elif stage == "import":
         from .importer import import_stage
 
-        import_stage(config, variant, model_dir)
+        import_stage(config, variant, model_dir, paths["data"])
     elif stage == "evaluate":
         from .evaluate import evaluate_dir
 

@@ -438,12 +438,33 @@ def trained_steps(config: dict) -> tuple[int | None, int | None]:
     return steps, tokens
 
 
-def import_stage(config: dict, variant: str, model_dir: str | Path) -> dict:
+def _settle_tokenizer(model_dir: Path, data_dir: Path | None, vocab_size: int, where: str) -> None:
+    """The model directory's tokenizer (evaluate / passkey read it): the checkpoint's, else the run's data
+    tokenizer; when both exist they must be the same vocabulary, and it must fit the embedding."""
+    from transformers import AutoTokenizer
+
+    data_tok = data_dir / "tokenizer" if data_dir is not None and (data_dir / "tokenizer").is_dir() else None
+    has_own = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer.model"))
+    if not has_own and data_tok is None:
+        raise FileNotFoundError(f"{where} ships no tokenizer and {data_dir}/tokenizer does not exist yet: run the data "
+                                "stage first (its tokenizer is then copied beside the model)")
+    tok = AutoTokenizer.from_pretrained(str(model_dir if has_own else data_tok))
+    if not has_own:
+        tok.save_pretrained(str(model_dir))
+    elif data_tok is not None and AutoTokenizer.from_pretrained(str(data_tok)).get_vocab() != tok.get_vocab():
+        raise CheckpointFormatError(f"{where}: its tokenizer is not the run's data tokenizer ({data_tok}, config key "
+                                    "'data.tokenizer.name'): the analysis would feed the model another vocabulary")
+    if len(tok) > vocab_size:
+        raise CheckpointFormatError(f"{where}: the tokenizer has {len(tok)} tokens, the embedding {vocab_size}")
+
+
+def import_stage(config: dict, variant: str, model_dir: str | Path, data_dir: str | Path | None = None) -> dict:
     """The `import` stage: models_from[variant] -> model_dir, with the train stage's other outputs:
     train_log.jsonl (one record, no losses), train_summary.json (imported_from, steps, tokens) and
     snapshots.json listing the imported weights as the one snapshot (the final step of the authors'
-    training), so the dynamics stage measures the released model. Written to a temp directory beside
-    model_dir, then swapped in: never a half-written model."""
+    training), so the dynamics stage measures the released model. The tokenizer beside it is the
+    checkpoint's (checked against data_dir's, when that exists) or else data_dir's. Written to a temp
+    directory beside model_dir, then swapped in: never a half-written model."""
     import yaml
 
     from .atomic import sha256_file, write_json_atomic
@@ -462,6 +483,7 @@ def import_stage(config: dict, variant: str, model_dir: str | Path) -> dict:
     try:
         model = _import_dir(ckpt, tmp, source=src, revision=revision, key=key, expect_kind=variant,
                             model_cfg=config.get("model"))
+        _settle_tokenizer(tmp, Path(data_dir) if data_dir is not None else None, model.config.vocab_size, f"{key} ({src})")
         steps, tokens = trained_steps(config)
         imported = {"source": src, **{k: v for k, v in model.config.imported_from.items() if k != "source"}}
         summary = {"variant": variant, "imported_from": imported, "steps": steps, "tokens": tokens,

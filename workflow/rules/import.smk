@@ -16,6 +16,7 @@ if _IMPORT_PROBLEM:
 rule import_model:
     """Import one variant's released checkpoint (fla `transformer`, config models_from) instead of training it."""
     input:
+        tokenizer=f"{RESULTS}/data/tokenizer/tokenizer.json",  # beside the model when the checkpoint has none; else compared
         code=[f"{LIB}/importer.py", f"{LIB}/hf_export.py"] + CODE["model"],
     output:
         [f"{RESULTS}/models/{{variant}}/{name}" for name in MODEL_FILES],
