@@ -120,7 +120,7 @@ def _cached_snapshot(repo: str, revision: str | None) -> Path | None:
 
 def _unavailable(repo: str, key: str, why: str) -> ImportSourceError:
     return ImportSourceError(
-        f"{key}: '{repo}' is no local directory and the Hugging Face Hub checkpoint {repo} cannot be fetched: {why}. On a machine with Hub access run "
+        f"{key}: '{repo}' is not a local directory, and the Hugging Face Hub checkpoint of that name cannot be fetched: {why}. On a machine with Hub access run "
         f"`hf download {repo} --local-dir DIR`, copy DIR here and point the config at it ({key}: DIR, or "
         f"--set {key}=DIR with python -m softpick).")
 
