@@ -332,7 +332,6 @@ def import_fla_transformer(src: str | Path, out_dir: str | Path, *, key: str = "
 def _import_dir(ckpt: Path, out_dir: str | Path, *, source: str, revision: str | None, key: str,
                 expect_kind: str | None, model_cfg: dict | None):
     from .finite import check_finite_model
-    from .hf_export import save_remote_code
     from .model import SoftpickForCausalLM
 
     fla_cfg = read_fla_config(ckpt)
@@ -360,8 +359,7 @@ def _import_dir(ckpt: Path, out_dir: str | Path, *, source: str, revision: str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    _copy_tokenizer(ckpt, out_dir, where)
-    save_remote_code(out_dir)
+    _copy_tokenizer(ckpt, out_dir, where)  # save_pretrained wrote the modeling code + auto_map
     log.info("%s: imported attn_impl %s as %s (%d layers, hidden %d, %d heads, MLP %d) into %s", where,
              impl, config.attention_kind, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
              config.intermediate_size, out_dir)
@@ -495,6 +493,9 @@ def import_stage(config: dict, variant: str, model_dir: str | Path, data_dir: st
         snaps = [{"step": steps, "tokens": tokens, "file": "model.safetensors", "sha256": sha256_file(tmp / "model.safetensors")}]
         write_json_atomic(tmp / "snapshots.json", {"snapshot_every": 0, "imported": True,
                                                    "snapshots": snaps if steps is not None else []})
+        from .hf_export import write_manifest
+
+        write_manifest(tmp)  # last: every file above, checked where the model is loaded
         if model_dir.exists():
             shutil.rmtree(model_dir)
         os.replace(tmp, model_dir)
