@@ -19,7 +19,10 @@ QUANT_JOBS = quantize_jobs(config["quantize"])  # [(method, bits)], validated wi
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
+if config.get("models_from"):
+    include: "workflow/rules/import.smk"  # the authors' released models instead of training (softpick.importer)
+else:
+    include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/dynamics.smk"

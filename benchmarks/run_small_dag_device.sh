@@ -5,7 +5,8 @@
 #   bash benchmarks/run_small_dag_device.sh status    # progress: finished jobs, the log's tail
 #   bash benchmarks/run_small_dag_device.sh collect   # results/small (models left out), figures, logs -> $OUT
 # The DAG is the user's command with the device's cores: both trainings share the GPU (resources gpu=2;
-# the train rule takes gpu=1 each), every other job runs beside them on the 16 cores.
+# the train rule takes gpu=1 each), every other job runs beside them on the 16 cores; gpu_mem_gb=120 caps the
+# evaluate / quantize jobs at what the GPU holds (each declares its peak, common.smk eval_gpu_mem_gb).
 set -o pipefail
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
 DAG_LOG=/tmp/small_dag.log
@@ -21,7 +22,7 @@ case ${1:-status} in
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv ;;
   start)
     git log -1 --format='commit %H' 2>/dev/null || true
-    setsid nohup bash -c "date +'start %s'; python3 -m snakemake --cores 16 --resources gpu=2 --scheduler greedy \
+    setsid nohup bash -c "date +'start %s'; python3 -m snakemake --cores 16 --resources gpu=2 gpu_mem_gb=120 --scheduler greedy \
         --keep-going --configfile configs/small.yaml; echo \"snakemake exit \$?\"; date +'end %s'" > $DAG_LOG 2>&1 < /dev/null &
     sleep 20; tail -5 $DAG_LOG ;;
   status)

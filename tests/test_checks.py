@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -342,14 +341,22 @@ def test_stage_log_starts_with_header_and_has_the_stage_messages(tmp_path, monke
 
 
 def test_progress_bars_redraw_at_a_log_friendly_rate(tmp_path, monkeypatch, restore_tqdm):
+    from tqdm import std
     from tqdm.auto import tqdm
 
     monkeypatch.setattr(cli, "PROGRESS_INTERVAL_S", 0.5, raising=False)
+    # tqdm's clock, advanced by the loop: the redraw count does not depend on the machine's speed.
+    # Its monitor thread reads the real clock: none during this test (a later bar starts a new one).
+    clock = [1000.0]
+    monkeypatch.setattr(std, "time", lambda: clock[0])
+    monkeypatch.setattr(std.tqdm, "monitor_interval", 0)
+    if std.tqdm.monitor is not None:
+        std.tqdm.monitor.exit()
     log = tmp_path / "train.log"
     with cli.redirect_output(log):
         bar = tqdm(total=150, desc="train softpick", dynamic_ncols=True)  # what train.py does
         for step in range(150):
-            time.sleep(0.01)
+            clock[0] += 0.01
             bar.update(1)
             bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
         bar.close()

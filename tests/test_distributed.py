@@ -80,7 +80,7 @@ def run_in_own_session(cmd: list[str], *, cwd: Path, env: dict, timeout: float) 
 def torchrun(nproc: int, *args, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
-    return run_in_own_session(cmd, cwd=cwd, env=env, timeout=90)
+    return run_in_own_session(cmd, cwd=cwd, env=env, timeout=600)  # a hang guard only
 
 
 def run_worker(tmp: Path, config: dict, **args) -> subprocess.CompletedProcess:

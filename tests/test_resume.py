@@ -364,11 +364,51 @@ def test_fault_campaign_20_sigkills_then_bitwise_equal(tiny_config, tiny_data_di
     assert stderr.count("resuming from step") >= 10
 
 
+# Injected through PYTHONPATH (Python imports `sitecustomize` at startup) into the Snakemake job of
+# test_snakemake_ctrl_c_then_rerun_recovers: once softpick.train is imported, training holds after
+# writing the checkpoint of step HOLD_STEP while HOLD_FILE exists, having created HOLD_FILE.reached,
+# so the test interrupts it at a step it chose, however fast or slow the machine is.
+HOLD_SITECUSTOMIZE = r"""
+import importlib.abc, importlib.machinery, os, sys, time
+
+HOLD_FILE, HOLD_STEP = os.environ["SOFTPICK_TEST_HOLD_FILE"], int(os.environ["SOFTPICK_TEST_HOLD_STEP"])
+
+
+def patch(train):
+    real_save = train._save
+
+    def _save(job, progress):
+        real_save(job, progress)
+        if progress.step == HOLD_STEP and os.path.exists(HOLD_FILE):
+            open(HOLD_FILE + ".reached", "w").close()
+            while os.path.exists(HOLD_FILE):
+                time.sleep(0.05)
+    train._save = _save
+
+
+class HoldTraining(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "softpick.train":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            patch(module)
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+sys.meta_path.insert(0, HoldTraining())
+"""
+
+
 @pytest.mark.slow
 def test_snakemake_ctrl_c_then_rerun_recovers(tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while `train` runs under Snakemake:
     nothing half-written is left, and the rerun resumes the training and ends with the weights of an
-    uninterrupted one."""
+    uninterrupted one. The job holds after its checkpoint of step 4 until the interrupt (HOLD_SITECUSTOMIZE)."""
     import os
     import signal
     import subprocess
@@ -379,36 +419,44 @@ def test_snakemake_ctrl_c_then_rerun_recovers(tmp_path):
 
     from softpick.atomic import sha256_file
 
+    hold_step, max_steps = 4, 40
     work = tmp_path / "work"
     work.mkdir()
     for name in ("Snakefile", "workflow", "configs", "data", "src"):
         os.symlink(REPO / name, work / name)
     (work / "longer.yaml").write_text(yaml.safe_dump(
-        {"run_name": "sigint-test", "train": {"max_steps": 40, "checkpoint_every": 2}}))
+        {"run_name": "sigint-test", "train": {"max_steps": max_steps, "checkpoint_every": 2}}))
     results = work / "results" / "sigint-test"
     model = results / "models" / "softpick"
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "configs/test.yaml", "longer.yaml",
            "--", str(model.relative_to(work) / "model.safetensors")]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_SITECUSTOMIZE)
+    hold = tmp_path / "hold"
+    hold.touch()
+    reached = tmp_path / "hold.reached"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(hook)]), "OMP_NUM_THREADS": "1",
+           "SOFTPICK_TEST_HOLD_FILE": str(hold), "SOFTPICK_TEST_HOLD_STEP": str(hold_step)}
+    log_path = tmp_path / "snakemake.out"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            done = list_checkpoints(ckpt_dir(model))
-            if done and int(done[-1].name.split("_")[1]) >= 4:
-                break
+        deadline = time.monotonic() + 1800  # a hang guard only: the job waits for us at hold_step
+        while not reached.exists():
+            assert proc.poll() is None, f"snakemake ended before the hold:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the hold was never reached:\n{log_path.read_text()[-3000:]}"
             time.sleep(0.05)
-        assert proc.poll() is None, f"snakemake ended before the interrupt:\n{proc.stdout.read()[-3000:]}"
         os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    out = log_path.read_text()
     assert proc.returncode != 0, out[-3000:]
-    interrupted_at = int(list_checkpoints(ckpt_dir(model))[-1].name.split("_")[1])
-    assert interrupted_at < 40, "the training finished before the interrupt"
+    assert [p.name for p in list_checkpoints(ckpt_dir(model))][-1] == f"step_{hold_step:08d}"
     # nothing half-written: the job's outputs are gone, no temp file outside the checkpoint dir,
     # the finished data stage's files match their manifest
     for name in ("config.json", "model.safetensors", "train_log.jsonl", "train_summary.json"):
@@ -419,12 +467,13 @@ def test_snakemake_ctrl_c_then_rerun_recovers(tmp_path):
     for name, digest in manifest["files"].items():
         assert sha256_file(results / "data" / name) == digest, name
 
-    rerun = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    hold.unlink()  # the rerun runs through
+    rerun = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     log = (work / "logs" / "sigint-test" / "train_softpick.log").read_text()
-    assert re.search(r"resuming from step \d+ \(fingerprint", log), log[-3000:]
+    assert f"resuming from step {hold_step} (fingerprint" in log, log[-3000:]
     steps = [json.loads(l)["step"] for l in (model / "train_log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 41))
+    assert steps == list(range(1, max_steps + 1))
     config = yaml.safe_load((model / "resolved_config.yaml").read_text())
     straight = tmp_path / "straight" / "softpick"
     train(config, "softpick", results / "data", straight)

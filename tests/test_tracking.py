@@ -43,9 +43,10 @@ def wandb_records(path) -> list:
     return records
 
 
-def finished_records(path, timeout: float = 20.0) -> list:
+def finished_records(path, timeout: float = 300.0) -> list:
     """The Records of a finished run: wandb-core writes the file asynchronously and may still be
-    flushing when run.finish() returns (measured: ~10 ms), so wait for the exit record."""
+    flushing when run.finish() returns (measured: ~10 ms), so wait for the exit record (timeout: a
+    hang guard only, generous for a loaded machine)."""
     deadline = time.monotonic() + timeout
     while True:
         records = wandb_records(path)

@@ -117,22 +117,28 @@ def test_crash_mid_save_leaves_nothing_resume_loads(tiny_config, tiny_data_dir, 
     assert_same_weights(straight, crashed)
 
 
-SLOW_WORKER = r'''
+HELD_WORKER = r'''
 import sys, time
 import torch, yaml
 from softpick.train import train
 
-_step = torch.optim.AdamW.step
-def slow_step(self, *a, **k):  # slow enough for the parent to SIGKILL at a chosen step
-    time.sleep(0.25)
+hold_after, marker = int(sys.argv[4]), sys.argv[5]
+_step, calls = torch.optim.AdamW.step, [0]
+def held_step(self, *a, **k):  # the update after step hold_after waits for the parent's SIGKILL
+    calls[0] += 1
+    if calls[0] == hold_after + 1:
+        open(marker, "w").close()
+        while True:
+            time.sleep(1)
     return _step(self, *a, **k)
-torch.optim.AdamW.step = slow_step
+torch.optim.AdamW.step = held_step
 train(yaml.safe_load(open(sys.argv[1])), "softpick", sys.argv[2], sys.argv[3])
 '''
 
 
 def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tiny_config, tiny_data_dir, tmp_path):
-    """A real SIGKILL of a training subprocess at a random step; resuming gives the uninterrupted weights."""
+    """A real SIGKILL of a training subprocess at a random step (the worker holds there until the kill,
+    however fast the machine); resuming gives the uninterrupted weights."""
     import os
     import random
     import signal
@@ -148,23 +154,30 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tiny_config, tiny_d
     straight = tmp_path / "straight" / "softpick"
     train(tiny_config, "softpick", tiny_data_dir, straight)
     killed = tmp_path / "killed" / "softpick"
-    (tmp_path / "worker.py").write_text(SLOW_WORKER)
+    marker = tmp_path / "held"
+    (tmp_path / "worker.py").write_text(HELD_WORKER)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "config.yaml"),
-                             str(tiny_data_dir), str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = killed.parent / "softpick.train_log.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and any(json.loads(l)["step"] >= kill_step for l in log.read_text().splitlines() if l.strip()):
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the worker ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    stderr = tmp_path / "worker.stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "config.yaml"),
+                                 str(tiny_data_dir), str(killed), str(kill_step), str(marker)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 600  # a hang guard only: the worker waits for the kill
+        while not marker.exists():
+            assert proc.poll() is None, f"the worker ended before it could be killed:\n{stderr.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the worker never reached the hold"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not killed.exists()
+    log = killed.parent / "softpick.train_log.jsonl"
+    assert [json.loads(l)["step"] for l in log.read_text().splitlines()][-1] == kill_step
     train(tiny_config, "softpick", tiny_data_dir, killed)
     assert_same_weights(straight, killed)
     steps = [json.loads(l)["step"] for l in (killed / "train_log.jsonl").read_text().splitlines()]

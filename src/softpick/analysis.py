@@ -83,6 +83,7 @@ DEFAULT_CFG: dict = {
     "dead_head_token_fraction": 0.95,  # ... on at least this fraction of the tokens
     "box_sample_size": 20000,          # hidden values sampled per hidden state for the box plots
     "box_seed": 0,                     # seed of that sample (used only when a population exceeds it)
+    "keep_eos": True,                  # False: drop each document's closing EOS (the authors' tokenization has none)
 }
 BOX_WHIS = 1.5  # whiskers reach the most extreme value within 1.5 IQR of the box (matplotlib / seaborn)
 
@@ -619,6 +620,8 @@ def analyze_model(model, tokens, offsets, cfg: dict, device="cpu", progress: boo
     thr = float(c["zero_threshold"])
     max_len, bs, pad_id = int(c["max_len"]), int(c["batch_size"]), int(c["pad_token_id"])
     docs = load_docs(tokens, offsets, c["num_docs"])
+    if not c["keep_eos"]:
+        docs = [d[:-1] if len(d) > 1 else d for d in docs]
     if not docs:
         raise ValueError("no documents to analyse")
     from tqdm.auto import tqdm

@@ -1,6 +1,7 @@
 """Command line for every pipeline stage, outside Snakemake:
 
     python -m softpick data      --config configs/default.yaml
+    python -m softpick import    --config configs/authors-340m.yaml --variant softpick   # models_from
     python -m softpick train     --config configs/default.yaml --variant softpick
     python -m softpick evaluate  --variant softpick
     python -m softpick quantize  --variant softpick --method rtn --bits 4
@@ -35,11 +36,12 @@ from pathlib import Path
 
 from .config import REPO_ROOT, check_device_available, load_config, run_paths
 
-STAGES = ("data", "train", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey", "figures", "mechanism",
+STAGES = ("data", "train", "import", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey", "figures", "mechanism",
           "mechanism_figure")
 STAGE_HELP = {
     "data": "corpus -> tokenizer -> token files + manifest (results/<run>/data/)",
     "train": "pretrain one attention variant (results/<run>/models/<variant>/)",
+    "import": "import the fla checkpoint of config models_from.<variant> instead of training (softpick.importer)",
     "evaluate": "lm-eval zero-shot tasks + held-out perplexity of one model",
     "quantize": "weight-only quantization of one model at one bit width, then the same evaluation",
     "analyze": "sink rate, kurtosis, activations and attention sparsity of one model",
@@ -51,11 +53,12 @@ STAGE_HELP = {
     "mechanism_figure": "the mechanism figure of every variant",
 }
 MODEL_STAGES = ("train", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey")  # take --variant; use config 'device'
-VARIANT_STAGES = (*MODEL_STAGES, "mechanism")  # take --variant
+VARIANT_STAGES = (*MODEL_STAGES, "import", "mechanism")  # take --variant
 # The config sections each stage's work depends on: their sha256 is the header's stage digest.
 STAGE_SECTIONS = {
     "data": ("seed", "data"),
     "train": ("seed", "device", "data", "model", "train"),
+    "import": ("models_from", "model", "train"),
     "evaluate": ("device", "eval"),
     "quantize": ("device", "quantize", "eval"),
     "analyze": ("device", "analysis"),
@@ -140,12 +143,18 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
     device = config["device"]
     if stage == "data":
         from .data import prepare_data
+        from .slimpajama import SOURCE, prepare_slimpajama_val
 
-        prepare_data(config["data"], paths["data"], seed=config["seed"])
+        prepare = prepare_slimpajama_val if config["data"].get("source") == SOURCE else prepare_data
+        prepare(config["data"], paths["data"], seed=config["seed"])
     elif stage == "train":
         from .train import train
 
         train(config, variant, paths["data"], model_dir)
+    elif stage == "import":
+        from .importer import import_stage
+
+        import_stage(config, variant, model_dir, paths["data"])
     elif stage == "evaluate":
         from .evaluate import evaluate_dir
 
@@ -221,6 +230,7 @@ def default_inputs(stage: str, paths: dict, variant: str | None) -> list[str]:
     model = [model_dir / "config.json", model_dir / "model.safetensors"]
     found = {
         "data": [],
+        "import": [],
         "train": [data / "manifest.json", data / "tokens_train.npy", data / "tokens_val.npy"],
         "evaluate": [*model, data / "val_docs.jsonl"],
         "quantize": [*model, data / "val_docs.jsonl"],

@@ -628,9 +628,9 @@ def _export_snapshots(model_dir: Path, snapshots: Path | None, tcfg: dict) -> No
 
     tokens_per_step = tcfg["global_batch_size"] * tcfg["seq_len"]
     listed = []
-    for step in snapshot_steps(tcfg):
-        src = snapshots / f"step_{step:08d}.safetensors" if snapshots is not None else None
-        if src is None or not src.exists():
+    for step in snapshot_steps(tcfg) if snapshots is not None else []:  # None: a model exported outside training
+        src = snapshots / f"step_{step:08d}.safetensors"
+        if not src.exists():
             raise FileNotFoundError(f"snapshot of step {step} (train.snapshot_every) is missing: {src}")
         dst = model_dir / SNAPSHOT_DIR / src.name
         dst.parent.mkdir(exist_ok=True)

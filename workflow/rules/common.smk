@@ -9,7 +9,7 @@ LIB = "src/softpick"
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
-    "data": [f"{LIB}/data.py", f"{LIB}/atomic.py"],
+    "data": [f"{LIB}/data.py", f"{LIB}/slimpajama.py", f"{LIB}/atomic.py"],
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
               *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
@@ -75,3 +75,12 @@ def figure_outputs():
         out.append(report(f"{RESULTS}/tables/{name}.md", caption=f"../report/{name}.rst", category=CAPTIONED.get(name, "Tables")))
         out.append(f"{RESULTS}/tables/{name}.tex")
     return out
+
+
+# GPU memory an evaluation holds at its peak (lm-eval batches of eval.batch_size x eval.max_length logits over the
+# vocabulary, fp32, a few copies): `--resources gpu_mem_gb=N` keeps Snakemake from starting more evaluate /
+# quantize jobs than one GPU holds (15 at once on an H200 ran out of memory with the small config: ~9 GiB each).
+def eval_gpu_mem_gb(wildcards=None):
+    ecfg = config["eval"]
+    vocab = config["data"]["tokenizer"].get("vocab_size", 32000)
+    return max(1, round(4 * 2.5 * ecfg.get("batch_size", 64) * ecfg.get("max_length", 1024) * vocab / 2**30 + 1))

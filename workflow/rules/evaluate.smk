@@ -21,6 +21,7 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu_mem_gb=eval_gpu_mem_gb,
     script:
         "../scripts/stage.py"
 
@@ -53,5 +54,6 @@ rule quantize:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu_mem_gb=eval_gpu_mem_gb,
     script:
         "../scripts/stage.py"

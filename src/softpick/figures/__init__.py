@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import claims_over_training, knockout_table
+from . import authors_reference, claims_over_training, knockout_table
 
-REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (claims_over_training, knockout_table)}
+REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (claims_over_training, knockout_table, authors_reference)}
 
 __all__ = ["REGISTRY"]
