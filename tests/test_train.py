@@ -261,11 +261,13 @@ def test_every_exported_file_respects_the_umask(tiny_config, tiny_data_dir, tmp_
         train(tiny_config, "softpick", tiny_data_dir, tmp_path / "m")
     finally:
         os.umask(old)
-    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "m").iterdir()}
+    root = tmp_path / "m"
+    modes = {str(p.relative_to(root)): oct(stat.S_IMODE(p.stat().st_mode)) for p in root.rglob("*") if p.is_file()}
     assert modes == dict.fromkeys(modes, oct(file_mode))
     assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_softpick.py", "manifest.json",
-            "train_summary.json", "train_log.jsonl"} <= set(modes)
-    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == dir_mode
+            "train_summary.json", "train_log.jsonl", "snapshots.json", "snapshots/step_00000002.safetensors"} <= set(modes)
+    for d in (root, *(p for p in root.rglob("*") if p.is_dir())):
+        assert stat.S_IMODE(d.stat().st_mode) == dir_mode, d
 
 
 def test_non_finite_model_is_not_exported(tiny_config, tiny_data_dir, tmp_path):
