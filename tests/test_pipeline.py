@@ -74,8 +74,13 @@ def test_every_output_exists_and_is_finite(workdir):
     analysis = json.loads((results / "analysis" / "softpick.json").read_text())
     assert analysis["sparsity"]["exact_zero_pct"] > 0  # softpick maps have exact zeros from the first step
     # every rule wrote its log and benchmark
-    # data, train x2, evaluate x2, quantize x4, analyze x2, passkey x2, mechanism x2, mechanism_figure, figures, variants_table
-    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 2 + 2 + 1 + 1 + 1
+    # data, train x2, evaluate x2, quantize x4, analyze x2, dynamics x2, knockout x2, passkey x2, mechanism x2,
+    # mechanism_figure, figures, variants_table
+    assert len(list((workdir / "logs" / RUN / "benchmarks").glob("*.tsv"))) == 1 + 2 + 2 + 4 + 2 + 2 + 2 + 2 + 2 + 1 + 1 + 1
+    for variant in ("softmax", "softpick"):  # the claims over training: every snapshot of test.yaml (steps 0, 3, 6)
+        dyn = json.loads((results / "dynamics" / f"{variant}.json").read_text())
+        assert [r["step"] for r in dyn["snapshots"]] == [0, 3, 6]
+    assert (workdir / "figures" / RUN / "claims_over_training.png").stat().st_size > 0
 
 
 @pytest.mark.slow
