@@ -1,4 +1,4 @@
-"""Metrics of softpick.analysis on synthetic inputs with known answers (PAPER.md definitions)."""
+"""Metrics of softpick.analysis on synthetic inputs with known answers (the paper's definitions)."""
 from __future__ import annotations
 
 import math

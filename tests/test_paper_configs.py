@@ -1,4 +1,4 @@
-"""configs/paper-*.yaml follow the paper's v4 recipe (PAPER.md) and fail clearly without the hub."""
+"""configs/paper-*.yaml follow the paper's v4 recipe (arXiv 2504.20966) and fail clearly without the hub."""
 from __future__ import annotations
 
 import os

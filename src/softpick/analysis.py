@@ -1,6 +1,6 @@
 """Attention-sink, sparsity and massive-activation analysis of a trained model.
 
-Every metric follows "Metrics, as the authors define them" in PAPER.md (shared notes on
+Every metric follows "Metrics, as the authors define them" in the paper and its authors' analysis code (notes on
 arXiv 2504.20966 and the authors' analysis code):
 
 * **Sink score / sink rate** (Gu et al. 2024): for layer l, head h and sample n, the sink
@@ -103,7 +103,7 @@ def _fmt_eps(eps: float) -> str:
 def sink_scores(attn: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-(sample, head) sink score: mean over valid query positions of the weight on key 0.
 
-    PAPER.md, "Sink rate (Gu et al. 2024)": "for each layer l and head h, the mean over query
+    the paper's notes, "Sink rate (Gu et al. 2024)": "for each layer l and head h, the mean over query
     positions t of the attention weight on key 0 (the first/BOS token) ... Exclude padded
     queries."
 
@@ -138,7 +138,7 @@ def _as_flat_array(scores) -> np.ndarray:
 def sink_rate(scores, eps: float = 0.3) -> float:
     """Percentage of (layer, head, sample) triples whose sink score exceeds eps.
 
-    PAPER.md: "a head is a sink head when that mean exceeds eps. Report the fraction of
+    the paper's notes: "a head is a sink head when that mean exceeds eps. Report the fraction of
     (layer, head, sample) triples over eps, in %". `scores` holds one sink score per triple
     (any shape, e.g. [L, H, N], or a list of per-batch arrays); each entry is one triple, so
     every sample weighs the same whatever the batch it came in (the denominator is the
@@ -195,7 +195,7 @@ def attention_sparsity(
 ) -> SparsityCounts:
     """Zero counts of attention weights over the causal lower triangle, padding excluded.
 
-    PAPER.md, "Sparsity: fraction of entries of the causal lower triangle (diagonal included,
+    the paper's notes, "Sparsity: fraction of entries of the causal lower triangle (diagonal included,
     padding excluded) that are exactly zero; a second figure counts |a| <= 1e-5 as zero."
 
     attn: [B, H, T, T] (or [B, H, T, S] with the causal diagonal aligned to the last key, as
@@ -235,7 +235,7 @@ class MomentAccumulator:
     formulas of Chan et al. / Pebay (2008). No raw power sums are kept, so a huge mean or
     outliers (massive activations) do not cancel catastrophically.
 
-    `kurtosis` is Pearson's (non-excess) mu4 / mu2^2 = n * M4 / M2^2 (PAPER.md, "Kurtosis").
+    `kurtosis` is Pearson's (non-excess) mu4 / mu2^2 = n * M4 / M2^2 (the paper's notes, "Kurtosis").
     """
 
     n: int = 0
@@ -351,7 +351,7 @@ class DeadHeadCounts:
 
     `add(layer, max_abs [B, T, H], mask [B, T])` counts one batch of one layer (padded tokens
     excluded); counts add up across batches. `inactive_fraction()` is [E, L, H]; a head is dead
-    where that fraction is >= token_fraction (PAPER.md: "max |output| < 1e-6 on >= 95% of tokens").
+    where that fraction is >= token_fraction (the paper's notes: "max |output| < 1e-6 on >= 95% of tokens").
     """
 
     eps: Sequence[float]

@@ -1,7 +1,7 @@
 """A Llama-style decoder whose attention function is chosen by config (softmax, softpick or a variant).
 
 Pre-RMSNorm, RoPE, SwiGLU MLP, no biases, untied embeddings, as in the paper's models
-(PAPER.md). It is a transformers PreTrainedModel, so save_pretrained / from_pretrained and
+(arXiv 2504.20966). It is a transformers PreTrainedModel, so save_pretrained / from_pretrained and
 lm-evaluation-harness work on it; importing this module registers it with the Auto classes.
 
 hidden_states (output_hidden_states=True) holds num_layers + 2 tensors: the embedding output,

@@ -1,4 +1,4 @@
-"""Pretraining of one attention variant: AdamW, linear warm-up + cosine decay, as in PAPER.md.
+"""Pretraining of one attention variant: AdamW, linear warm-up + cosine decay, as in the paper (arXiv 2504.20966).
 
 Single process by default; under torchrun (WORLD_SIZE > 1) it runs data parallel (nccl on CUDA,
 gloo on CPU): train.parallelism ddp (DistributedDataParallel, the default) or fsdp (FSDP2

@@ -20,7 +20,7 @@ and the paper's gradient is exact: with D = sum_j |e^{s_j} - 1| + EPS, dp = dO V
 delta = rowsum(O * dO),  ds_k = (e^{s_k} / D) * ([s_k > 0] dp_k - sign(s_k) delta).
 Clamping m at 0 keeps e^{-m} <= 1, so rows whose scores are all very negative (or all
 masked) give p = 0 and finite gradients. Masked entries add exactly 0 to the denominator
-(setting them to -inf is not enough, see PAPER.md).
+(setting them to -inf is not enough, see softpick_weights below).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """rectified-only softmax: softmax over the positive scores only, p_i = [x_i > 0] e^{x_i} / sum_j [x_j > 0] e^{x_j}.
 
-Negative scores are set to -inf before the softmax (PAPER.md, Table 3); a row without a positive score
+Negative scores are set to -inf before the softmax (the paper, Table 3); a row without a positive score
 gives weight 0 everywhere (output 0). The authors' naive code keeps x >= 0; the two differ only on
 scores exactly 0. No fused path: the materialised reference.
 """
