@@ -125,18 +125,5 @@ def run_dynamics(model_dir: str | Path, data_dir: str | Path, config: dict, out_
     return out
 
 
-def claims_table(dynamics: dict[str, dict]) -> list[dict]:
-    """Rows (variant, step, tokens, metrics) of every variant's snapshots, for tables and figures."""
-    rows = []
-    for variant, d in dynamics.items():
-        for r in d["snapshots"]:
-            rows.append({"variant": variant, "step": r["step"], "tokens": r["tokens"], "val_loss": r["val_loss"],
-                         **{f"sink_{n}_{e}": v for n, by_eps in r["sink_rate"].items() for e, v in by_eps.items()},
-                         "kurtosis": r["kurtosis"], "max_abs": r["max_abs"],
-                         "sparsity_exact_zero_pct": r["sparsity_exact_zero_pct"],
-                         **{f"dead_heads_{e}": v for e, v in r["dead_heads_pct"].items()}})
-    return rows
-
-
 __all__ = ["DEFAULT_DYNAMICS", "SnapshotError", "list_snapshots", "load_snapshot", "measure_snapshot",
-           "run_dynamics", "claims_table"]
+           "run_dynamics"]

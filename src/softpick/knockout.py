@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .atomic import write_json_atomic
+from .attention import get_kind
 from .finite import check_finite_metrics, check_finite_model
 
 DEFAULT_KNOCKOUT: dict = {
@@ -76,8 +77,6 @@ def first_token_knockout(model, heads: list[tuple[int, int]]):
             delta = torch.zeros(B, T, H, mod.head_dim, dtype=out.dtype, device=out.device)
             for h in heads_here:
                 delta[:, :, h] = weights[:, h, :, 0, None].to(out.dtype) * v0[layer][:, None, h // group].to(out.dtype)
-            from .attention import get_kind
-
             delta = get_kind(mod.config.attention_kind).finish(delta, mod.kind_params, args[0])
             return out - mod.o_proj(delta.reshape(B, T, -1)), weights
 
@@ -125,7 +124,8 @@ def knockout_model(model, val_tokens: np.ndarray, cfg: dict, max_len: int, bos_i
                 with first_token_knockout(model, sink):
                     record["sink_knockout_loss"], _ = _loss_and_first_weight(model, windows, int(c["batch_size"]), device)
                 record["sink_knockout_delta"] = record["sink_knockout_loss"] - base
-                others = [(l, h) for l in range(L) for h in range(H) if (l, h) not in set(sink)]
+                sink_set = set(sink)
+                others = [(l, h) for l in range(L) for h in range(H) if (l, h) not in sink_set]
                 pool = others if len(others) >= len(sink) else [(l, h) for l in range(L) for h in range(H)]
                 draws = []
                 for _ in range(int(c["random_draws"])):

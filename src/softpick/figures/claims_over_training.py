@@ -17,11 +17,10 @@ READS = ("dynamics",)
 _LENGTH_STYLES = ["-", "--", ":", "-."]
 
 
-def _panels(lengths: list[str]) -> list[tuple[str, str, bool]]:
-    """(title, metric key, log y) per panel."""
-    return [("validation loss", "val_loss", False), ("sink rate % (ε = 0.3)", "sink", False),
-            ("hidden-state kurtosis", "kurtosis", True), ("max |h|", "max_abs", True),
-            ("attention exactly 0 (%)", "sparsity_exact_zero_pct", False), ("dead heads % (ε = 1e-6)", "dead", False)]
+# (title, metric key, log y) per panel
+PANELS = [("validation loss", "val_loss", False), ("sink rate % (ε = 0.3)", "sink", False),
+          ("hidden-state kurtosis", "kurtosis", True), ("max |h|", "max_abs", True),
+          ("attention exactly 0 (%)", "sparsity_exact_zero_pct", False), ("dead heads % (ε = 1e-6)", "dead", False)]
 
 
 def _series(records: list[dict], key: str, length: str | None = None) -> np.ndarray:
@@ -35,9 +34,8 @@ def _series(records: list[dict], key: str, length: str | None = None) -> np.ndar
 def draw(inputs: dict, out) -> list[Path]:
     runs = {v: json.loads(Path(p).read_text()) for v, p in inputs["dynamics"].items()}
     lengths = sorted({n for d in runs.values() for r in d["snapshots"] for n in r["sink_rate"]}, key=int)
-    panels = _panels(lengths)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, (title, key, logy) in zip(axes.flat, panels):
+    for ax, (title, key, logy) in zip(axes.flat, PANELS):
         for v, d in runs.items():
             recs = d["snapshots"]
             x = np.array([r["tokens"] for r in recs], dtype=float) / 1e6
