@@ -309,7 +309,8 @@ def train(config: dict, variant: str, data_dir: str | Path, out_dir: str | Path,
 
 def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) -> _Job:
     """Device, process group, data, tokenizer, seeded model, optimizer, sampler, fingerprint."""
-    tcfg, seed = config["train"], config["seed"]
+    tcfg = config["train"]
+    seed = tcfg.get("seed", config["seed"])  # train.seed: another initialisation / window order on the same data
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else out_dir.parent / f"{out_dir.name}.checkpoints"
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
