@@ -82,7 +82,8 @@ def sdpa_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_
 
 @pytest.fixture(scope="module")
 def fla_attn():
-    """fla.layers.attn calling the SDPA shim; on the CPU, Triton's autotuner takes the first configuration."""
+    """fla.layers.attn calling the SDPA shim, float32 matmuls at full precision; on the CPU, Triton's
+    autotuner takes the first configuration."""
     import fla.layers.attn
 
     with pytest.MonkeyPatch.context() as mp:
@@ -93,7 +94,12 @@ def fla_attn():
             from triton.runtime.autotuner import Autotuner
 
             mp.setattr(Autotuner, "_bench", lambda self, *args, config=None, **kwargs: [0.0, 0.0, 0.0])
-        yield fla.layers.attn
+        precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")  # float32 matmuls, not TF32 (RTOL assumes float32)
+        try:
+            yield fla.layers.attn
+        finally:
+            torch.set_float32_matmul_precision(precision)
 
 
 # ----------------------------------------------------------------------------- the models
