@@ -1,5 +1,9 @@
 import copy
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -40,4 +44,41 @@ def tiny_config():
     config["model"].update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     config["train"].update(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2,
                            log_every=1, val_every=4, val_batches=1, checkpoint_every=3, keep_checkpoints=2, lr=1e-2)
+    config["eval"]["max_length"] = 32  # <= train.seq_len, as validation asks
     return config
+
+
+# ----------------------------------------------------------------------------- the test DAG, run once
+REPO = Path(__file__).resolve().parents[1]
+E2E_RUN = "e2e-test"  # run_name of configs/test.yaml
+
+
+def snakemake_test_dag(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 --configfile configs/test.yaml ARGS` in workdir (timeout: a hang guard only)."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory) -> Path:
+    """The whole Snakemake DAG of configs/test.yaml, run once per session for every test that reads its
+    outputs (test_pipeline, test_dvc): a folder with the workflow linked in (Snakefile, workflow/, configs/,
+    data/), its own copy of src/, and what the run wrote (results/, figures/, logs/, .snakemake/).
+    Read it only: a test that edits, adds or reruns anything works on copy_run(e2e_run, ...)."""
+    work = tmp_path_factory.mktemp("e2e")
+    for name in ("Snakefile", "workflow", "configs", "data"):
+        os.symlink(REPO / name, work / name)
+    # a copy, not a link: copies of the run get their own src/ to edit
+    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = snakemake_test_dag(work)
+    if proc.returncode:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
+    return work
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of e2e_run's folder to change: links stay links, files keep their modification times, and
+    .snakemake/ comes along, so Snakemake sees the same finished run there."""
+    shutil.copytree(run, dest, symlinks=True)
+    return dest

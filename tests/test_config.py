@@ -143,3 +143,30 @@ def test_snakefile_refuses_a_duplicate_key_in_a_configfile(tmp_path):
                            "configs/default.yaml", str(dup)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert f"{dup}:5: invalid YAML: duplicate key 'train' (first given on line 2)" in proc.stdout + proc.stderr
+
+
+# ----------------------------------------------------------------------------- eval vs train length (issue 15)
+def test_eval_longer_than_training_is_refused_naming_both_keys():
+    """configs/test.yaml evaluated at 256 tokens a model trained (and sized) for 64."""
+    with pytest.raises(ConfigError, match=r"config key 'eval\.max_length' \(256\) must not exceed "
+                                          r"'train\.seq_len' \(64\)"):
+        load_config(overrides=["train.seq_len=64", "eval.max_length=256"])
+    config = load_config(overrides=["train.seq_len=64", "eval.max_length=64"])  # equal is fine
+    assert (config["train"]["seq_len"], config["eval"]["max_length"]) == (64, 64)
+
+
+def _config_stack(path: Path) -> list[Path]:
+    """The files a shipped config is run with: the --configfile list its header names (an overlay such as
+    small-seed2.yaml goes over small.yaml), or the file alone; default.yaml is the base of every stack."""
+    header = re.search(r"--configfile ((?:configs/[\w.-]+\.yaml ?)+)", path.read_text())
+    names = header.group(1).split() if header else [f"configs/{path.name}"]
+    assert f"configs/{path.name}" in names, (path.name, names)
+    return [REPO / name for name in names]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_is_valid(name):
+    """Each file of configs/ merged over configs/default.yaml (with the base its header runs it on), as
+    Snakemake merges --configfile files over the Snakefile's configfile, passes validation."""
+    config = load_config(_config_stack(REPO / "configs" / name))
+    assert config["eval"]["max_length"] <= config["train"]["seq_len"]

@@ -61,6 +61,7 @@ def small_config() -> dict:
     config["train"].update(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2,
                            log_every=1, val_every=4, val_batches=1, checkpoint_every=3, keep_checkpoints=2, lr=1e-2,
                            peak_tflops=1.0)
+    config["eval"]["max_length"] = 32  # <= train.seq_len, as validation asks
     return config
 
 

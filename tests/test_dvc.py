@@ -1,5 +1,6 @@
-"""DVC shares a run's artifacts (README "DVC"): the test DAG runs in a scratch git repo made of this
-checkout's files, `dvc add` + `dvc push` to the committed default remote (a directory beside the repo),
+"""DVC shares a run's artifacts (README "DVC"): the test DAG's run (conftest.e2e_run, shared with
+test_pipeline) is copied into a scratch git repo made of this checkout's files, `dvc add` + `dvc push` to
+the committed default remote (a directory beside the repo),
 then a fresh `git clone` + `dvc pull` + `snakemake --touch` leaves Snakemake nothing to do. A corrupted
 object on the remote is refused by the committed config (remote verify = true)."""
 import hashlib
@@ -55,8 +56,8 @@ def clone(base: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    """A repo that ran the test DAG and pushed it; returns the folder holding origin/ and the remote."""
+def shared(e2e_run, tmp_path_factory):
+    """A repo holding a run of the test DAG, pushed; returns the folder holding origin/ and the remote."""
     base = tmp_path_factory.mktemp("dvc")
     origin = base / "origin"
     for rel in repo_files():
@@ -68,7 +69,8 @@ def shared(tmp_path_factory):
     run(origin, "git", "init", "-q")
     run(origin, "git", "add", "-A")
     run(origin, "git", "commit", "-qm", "checkout")
-    run(origin, "snakemake", "--cores", "2", *SMK)
+    for rel in TRACKED:  # what `snakemake --configfile configs/test.yaml` wrote (the same run, copied)
+        shutil.copytree(e2e_run / rel, origin / rel, symlinks=True)
     # the README's "after a run" commands
     run(origin, "dvc", "add", *TRACKED)
     run(origin, "git", "add", "-A")

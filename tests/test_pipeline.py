@@ -1,22 +1,11 @@
-"""End to end: the whole Snakemake DAG on configs/test.yaml (about a minute), in a scratch copy of the
-workflow, then what a rerun after an edit schedules."""
+"""End to end: the whole Snakemake DAG on configs/test.yaml (conftest.e2e_run, shared with test_dvc),
+then, in a copy of that run, what a rerun after an edit schedules and the HTML report."""
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-RUN = "e2e-test"
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+from conftest import E2E_RUN as RUN
+from conftest import copy_run, snakemake_test_dag as snakemake
 
 
 def finite_numbers(node):
@@ -31,20 +20,14 @@ def finite_numbers(node):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    for name in ("Snakefile", "workflow", "configs", "data"):
-        os.symlink(REPO / name, work / name)
-    shutil.copytree(REPO / "src", work / "src")  # its own copy: the test edits it
-    proc = snakemake(work)
-    if proc.returncode:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
-    return work
+def workdir(e2e_run, tmp_path_factory):
+    """This module's copy of the shared run: the tests below edit its src/ and write a report into it."""
+    return copy_run(e2e_run, tmp_path_factory.mktemp("pipeline") / "work")
 
 
 @pytest.mark.slow
-def test_every_output_exists_and_is_finite(workdir):
+def test_every_output_exists_and_is_finite(e2e_run):
+    workdir = e2e_run
     results, figures = workdir / "results" / RUN, workdir / "figures" / RUN
     for name in ("training_loss", "attention_maps_softmax", "attention_maps_softpick", "hidden_states",
                  "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization", "mechanism"):

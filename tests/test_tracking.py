@@ -7,7 +7,6 @@ The offline run files are read back record by record: a .wandb file is a 7-byte 
 import json
 import struct
 import sys
-import time
 
 import pytest
 
@@ -43,16 +42,17 @@ def wandb_records(path) -> list:
     return records
 
 
-def finished_records(path, timeout: float = 300.0) -> list:
-    """The Records of a finished run: wandb-core writes the file asynchronously and may still be
-    flushing when run.finish() returns (measured: ~10 ms), so wait for the exit record (timeout: a
-    hang guard only, generous for a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = wandb_records(path)
-        if of_kind(records, "exit") or time.monotonic() > deadline:
-            return records
-        time.sleep(0.02)
+def finished_records(path) -> list:
+    """The Records of a finished run. wandb-core writes the file asynchronously and may still be flushing
+    when run.finish() returns, so first shut the service down: wandb.teardown() returns once the wandb-core
+    process has exited, its files closed (no polling, whatever the machine's speed). The next
+    wandb.init starts a new service."""
+    import wandb
+
+    wandb.teardown()
+    records = wandb_records(path)
+    assert of_kind(records, "exit"), f"{path} has no exit record after the W&B service shut down"
+    return records
 
 
 def history(records) -> dict[int, dict]:

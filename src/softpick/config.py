@@ -159,6 +159,7 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
             f"config key 'model.num_key_value_heads' ({kv_heads}) must divide "
             f"'model.num_attention_heads' ({model['num_attention_heads']}): each key/value head serves a whole group"
         )
+    _check_eval_length(config)
     _check_group_size(config)
     _check_quantize(config["quantize"])  # (method, bits, group_size) each method supports
     if check_device:
@@ -195,6 +196,17 @@ def check_device_available(config: dict) -> None:
         raise ConfigError(
             "config key 'device': 'cuda' but torch sees no CUDA device on this machine; set device: cpu or auto "
             "(parsing on a host without the jobs' GPUs, e.g. a cluster login node: SOFTPICK_SKIP_DEVICE_CHECK=1)"
+        )
+
+
+def _check_eval_length(config: dict) -> None:
+    """The evaluation's context window may not exceed the training sequence length: the model never saw
+    positions past train.seq_len (its max_position_embeddings)."""
+    max_length, seq_len = config["eval"]["max_length"], config["train"]["seq_len"]
+    if max_length > seq_len:
+        raise ConfigError(
+            f"config key 'eval.max_length' ({max_length}) must not exceed 'train.seq_len' ({seq_len}): "
+            f"the model is trained on (and sized for) sequences of train.seq_len tokens"
         )
 
 
