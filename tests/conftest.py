@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -82,3 +83,12 @@ def copy_run(run: Path, dest: Path) -> Path:
     .snakemake/ comes along, so Snakemake sees the same finished run there."""
     shutil.copytree(run, dest, symlinks=True)
     return dest
+
+
+def run_concurrently(*calls):
+    """The results of calls (functions of no argument, each running a subprocess that does not depend
+    on the others, e.g. `snakemake -n` with another config) in order, as many at once as there are
+    CPUs: each such process spends seconds importing torch on one core, so two of them take the time of
+    one on a 2-core machine."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(calls), os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda call: call(), calls))

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from softpick import cli
 from softpick import data as D
 from softpick.atomic import sha256_file, write_bytes_atomic
 from softpick.config import ConfigError, load_config, validate_config
+
+from conftest import run_concurrently
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -266,11 +269,11 @@ def _scratch_workflow(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _snakemake(work: Path, override: str, *args: str) -> subprocess.CompletedProcess:
-    (work / "override.yaml").write_text(override)
+def _snakemake(work: Path, override: str, *args: str, name: str = "override.yaml") -> subprocess.CompletedProcess:
+    (work / name).write_text(override)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
     env.pop("SOFTPICK_SKIP_DEVICE_CHECK", None)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "configs/test.yaml", "override.yaml", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "configs/test.yaml", name, *args]
     return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600, env=env)
 
 
@@ -284,10 +287,11 @@ def test_snakemake_dry_run_rejects_bad_config_naming_the_key(tmp_path):
         "quantize: {group_size: 48}\n": "config key 'quantize.group_size'",
         "device: cuda\n": "config key 'device'",
     }
-    for override, message in cases.items():
-        proc = _snakemake(work, override, "-n")
-        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (override, proc.stderr[-2000:])
-    proc = _snakemake(work, "train: {lr: 1e-3}\n", "-n")
+    overrides = [*cases, "train: {lr: 1e-3}\n"]  # dry runs (no lock, no log file): side by side
+    *refused, proc = run_concurrently(*(partial(_snakemake, work, text, "-n", name=f"override{i}.yaml")
+                                        for i, text in enumerate(overrides)))
+    for (override, message), bad in zip(cases.items(), refused):
+        assert bad.returncode != 0 and message in bad.stdout + bad.stderr, (override, bad.stderr[-2000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (work / "results").exists()
 

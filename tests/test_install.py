@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_concurrently
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +54,7 @@ def test_cli_from_any_directory_uses_package_data(installed):
     base, _, site = installed
     elsewhere = base / "elsewhere"
     elsewhere.mkdir()
-    proc = python_in(elsewhere, site, """
+    proc, cli = run_concurrently(lambda: python_in(elsewhere, site, """
         import softpick, softpick.config as c, softpick.evaluate as ev
         from pathlib import Path
         site = Path(softpick.__file__).resolve().parent
@@ -61,23 +63,22 @@ def test_cli_from_any_directory_uses_package_data(installed):
         assert c.load_config([str(c.DEFAULT_CONFIG.parent / "test.yaml")])["run_name"] == "e2e-test"
         assert len(ev.load_task_docs("arc_easy")) > 100  # the shipped files pass the manifest's sha256
         print("OK", site)
-    """)
+    """), lambda: python_in(elsewhere, site, "", "-m", "softpick", "--help"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"OK {site.resolve()}/softpick" in proc.stdout
-    cli = python_in(elsewhere, site, "", "-m", "softpick", "--help")
     assert cli.returncode == 0 and "train" in cli.stdout, cli.stderr[-2000:]
 
 
 def test_snakefile_from_a_checkout_with_the_installed_package(installed):
     _, checkout, site = installed
-    proc = python_in(checkout, site, """
+    proc, dry = run_concurrently(lambda: python_in(checkout, site, """
         import softpick, softpick.config as c
         from pathlib import Path
         assert "site" in Path(softpick.__file__).parts, softpick.__file__  # not the checkout's src/
         assert c.DEFAULT_CONFIG == (Path.cwd() / "configs" / "default.yaml").resolve(), c.DEFAULT_CONFIG
         print("OK")
-    """)
+    """), lambda: python_in(checkout, site, "", "-m", "snakemake", "-n", "--cores", "1", "--configfile",
+                            "configs/test.yaml"))  # a dry run: writes nothing the other reads
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
-    dry = python_in(checkout, site, "", "-m", "snakemake", "-n", "--cores", "1", "--configfile", "configs/test.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "rule train" in dry.stdout + dry.stderr

@@ -217,12 +217,12 @@ def test_boilerplate_lines_and_english_filter():
     assert not blc.looks_english("Ce paquet fournit des commandes pour composer des gloses interlinéaires.")
 
 
-def _dry_run(tmp_path: Path, data: dict) -> str:
+def _dry_run(tmp_path: Path, data: dict, name: str = "override.yaml") -> str:
     import subprocess
 
     import yaml
 
-    override = tmp_path / "override.yaml"
+    override = tmp_path / name
     override.write_text(yaml.safe_dump({"run_name": f"lc-dag-{tmp_path.name}", "data": data}))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile",
                            "configs/default.yaml", str(override), "--", "data"],
@@ -234,9 +234,12 @@ def _dry_run(tmp_path: Path, data: dict) -> str:
 def test_data_rule_needs_the_large_corpus_only_when_configured(tmp_path):
     """The tiny default never schedules the large-corpus build; corpus_path under data/corpus-large
     makes that file an input of the data job (built by large_corpus when it is missing)."""
-    tiny = _dry_run(tmp_path, {"corpus_path": "data/corpus/corpus.jsonl.xz"})
+    from conftest import run_concurrently
+
+    tiny, large = run_concurrently(  # two dry runs side by side (no lock, no log file)
+        lambda: _dry_run(tmp_path, {"corpus_path": "data/corpus/corpus.jsonl.xz"}, "tiny.yaml"),
+        lambda: _dry_run(tmp_path, {"corpus_path": "data/corpus-large/corpus.jsonl.xz"}, "large.yaml"))
     assert "large_corpus" not in tiny and blc.OUT_DIR.name not in tiny
-    large = _dry_run(tmp_path, {"corpus_path": "data/corpus-large/corpus.jsonl.xz"})
     data_job = large[large.index("rule data:"):]
     assert "data/corpus-large/corpus.jsonl.xz" in data_job.split("output:")[0]
     assert ("rule large_corpus:" in large) == (not (blc.OUT_DIR / "corpus.jsonl.xz").is_file())

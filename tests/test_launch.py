@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import sys
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from softpick.launch import (LaunchError, expand_nodelist, main, slurm_resources, torchrun_command,
                              train_processes)
+from conftest import run_concurrently
 from test_distributed import MAX_ABS_DIFF_1_VS_2, REPO, max_abs_diff, run_in_own_session, small_config
 
 PY = "/env/bin/python"
@@ -246,9 +248,12 @@ def test_rule_trains_through_the_launcher_and_operational_keys_do_not_rerun_it(t
     assert "softpick.launch:" in log and "--standalone --nproc_per_node=2" in log
     summary = json.loads((tmp_path / "results" / "e2e-test" / "models" / "softpick" / "train_summary.json").read_text())
     assert summary["world_size"] == 2
-    for changed in (override("more.yaml", gpus=4),
-                    override("nodes.yaml", gpus=1, nodes=2, rdzv_port=29999, wandb={"project": "p", "mode": "offline"})):
-        proc, out = snakemake(tmp_path, changed, target, "-n")
-        assert proc.returncode == 0 and "rule train:" not in out and "rule train_config:" not in out, out[-3000:]
-    proc, out = snakemake(tmp_path, override("lr.yaml", gpus=2, lr=5e-3), target, "-n")
+    changed = [override("more.yaml", gpus=4),
+               override("nodes.yaml", gpus=1, nodes=2, rdzv_port=29999, wandb={"project": "p", "mode": "offline"})]
+    lr = override("lr.yaml", gpus=2, lr=5e-3)
+    # three dry runs side by side (no lock, no log file)
+    *operational, (proc, out) = run_concurrently(*(partial(snakemake, tmp_path, name, target, "-n")
+                                                   for name in (*changed, lr)))
+    for proc_op, out_op in operational:
+        assert proc_op.returncode == 0 and "rule train:" not in out_op and "rule train_config:" not in out_op, out_op[-3000:]
     assert proc.returncode == 0 and "rule train:" in out, out[-3000:]

@@ -5,7 +5,7 @@ import math
 
 import pytest
 from conftest import E2E_RUN as RUN
-from conftest import copy_run, snakemake_test_dag as snakemake
+from conftest import copy_run, run_concurrently, snakemake_test_dag as snakemake
 
 
 def finite_numbers(node):
@@ -68,11 +68,13 @@ def test_every_output_exists_and_is_finite(e2e_run):
 
 @pytest.mark.slow
 def test_rerun_after_edit_schedules_only_dependents(workdir):
-    assert "Nothing to be done" in snakemake(workdir, "-n").stdout + snakemake(workdir, "-n").stderr
-    # a parameter of one stage: only that stage and what depends on it
+    # as run, and with a parameter of one stage changed (two dry runs side by side: no lock, no log file)
     (workdir / "fewer_docs.yaml").write_text("analysis: {num_docs: 3}\n")
-    out = snakemake(workdir, "-n", "--configfile", "configs/test.yaml", "fewer_docs.yaml")
-    jobs = out.stdout + out.stderr
+    same, fewer = run_concurrently(lambda: snakemake(workdir, "-n"),
+                                   lambda: snakemake(workdir, "-n", "--configfile", "configs/test.yaml", "fewer_docs.yaml"))
+    assert "Nothing to be done" in same.stdout + same.stderr
+    # the changed parameter: only that stage and what depends on it
+    jobs = fewer.stdout + fewer.stderr
     assert "analyze" in jobs and "figures" in jobs
     for other in ("rule train", "rule evaluate", "rule quantize", "rule data"):
         assert other not in jobs, (other, jobs)

@@ -31,8 +31,11 @@ TRAIN_PARAMS = {k: v for k, v in config["train"].items()
 # so rewriting it means retraining; the operational keys go to the train command line instead as
 # JSON (softpick.launch --operational), a global of the shell command: neither a param nor part of
 # the command's text, so Snakemake reruns nothing when they change.
+# Its eval.max_length is train.seq_len: training evaluates nothing, but the file is validated like any
+# config merged over default.yaml (eval.max_length <= train.seq_len; the default's 256 exceeds a shorter seq_len).
 TRAIN_FILE_CONFIG = {**{k: config[k] for k in ("run_name", "seed", "device", "variants", "data", "model")},
-                     "train": {k: v for k, v in config["train"].items() if k not in TRAIN_OPERATIONAL}}
+                     "train": {k: v for k, v in config["train"].items() if k not in TRAIN_OPERATIONAL},
+                     "eval": {"max_length": config["train"]["seq_len"]}}
 TRAIN_OPERATIONAL_JSON = json.dumps({k: config["train"][k] for k in TRAIN_OPERATIONAL if k in config["train"]})
 
 
