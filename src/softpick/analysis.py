@@ -34,18 +34,17 @@ entry point used by the pipeline (JSON summary + NPZ arrays, both written atomic
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .atomic import atomic_path
 from .atomic import write_json_atomic as _write_json_atomic
-from .finite import check_finite_metrics, check_finite_model
+from .finite import check_finite_metrics
 
 __all__ = [
     "sink_scores",
@@ -858,14 +857,12 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
     tokens_val.npy (1-D token ids, docs framed [BOS] ids [EOS]) and docs_val.npy (offsets,
     n_docs + 1). A NaN / inf weight or summary number raises NonFiniteError (nothing written). Returns the summary.
     """
-    from .hf_export import load_model
+    from .loading import load_model, resolve_device
 
     c = {**DEFAULT_CFG, **(cfg or {})}
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    device = resolve_device(device)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[c["dtype"]]
-    model = load_model(model_dir, dtype).to(device)  # its files checked against the manifest first
-    check_finite_model(model, model_dir)  # a NaN model would give an all-null summary
+    model = load_model(model_dir, dtype=dtype, device=device)  # files checked against the manifest; finite
     data_dir = Path(data_dir)
     tokens = np.load(data_dir / "tokens_val.npy", mmap_mode="r")
     offsets = np.load(data_dir / "docs_val.npy")
@@ -877,32 +874,3 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
     write_npz_atomic(out_npz, arrays)
     write_json_atomic(out_json, summary)
     return summary
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Sink rate / sparsity / kurtosis analysis of a trained model")
-    ap.add_argument("--model-dir", required=True)
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--config", help="JSON or YAML file holding the analysis section (or a full config with 'analysis')")
-    ap.add_argument("--out-json", required=True)
-    ap.add_argument("--out-npz", required=True)
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args(list(argv) if argv is not None else None)
-    cfg = {}
-    if a.config:
-        text = Path(a.config).read_text()
-        try:
-            cfg = json.loads(text)
-        except json.JSONDecodeError:
-            import yaml
-
-            cfg = yaml.safe_load(text)
-        cfg = cfg.get("analysis", cfg)
-    run_analysis(a.model_dir, a.data_dir, cfg, a.out_json, a.out_npz, a.device)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

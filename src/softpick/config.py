@@ -33,6 +33,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from .errors import ConfigError
+
 
 
 def resource_path(checkout_rel: str, packaged_rel: str) -> Path:
@@ -48,10 +50,6 @@ def resource_path(checkout_rel: str, packaged_rel: str) -> Path:
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree (a non-editable install has none)
 SCHEMA_DIR = resource_path("workflow/schemas", "schemas")
 DEFAULT_CONFIG = resource_path("configs/default.yaml", "configs/default.yaml")
-
-
-class ConfigError(ValueError):
-    """A configuration key, type or value is wrong; the message names it."""
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -159,8 +157,7 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
             f"config key 'model.num_key_value_heads' ({kv_heads}) must divide "
             f"'model.num_attention_heads' ({model['num_attention_heads']}): each key/value head serves a whole group"
         )
-    _check_group_size(config)
-    _check_quantize(config["quantize"])  # (method, bits, group_size) each method supports
+    _check_quantize(config)  # group size against the layers; (method, bits, group_size) each method supports
     if check_device:
         check_device_available(config)
     return config
@@ -198,47 +195,17 @@ def check_device_available(config: dict) -> None:
         )
 
 
-def _vocab_size(config: dict) -> int | None:
-    tok = config.get("data", {}).get("tokenizer", {}) or {}
-    return tok.get("vocab_size", 8192) if tok.get("kind", "bpe") == "bpe" else None
-
-
-def _check_group_size(config: dict) -> None:
-    """Every weight HQQ quantizes is split into groups of quantize.group_size consecutive weights, so
-    each quantized layer's weight count must be a multiple of it (the layers: softpick.quantize.linear_layers
-    of the configured model, built on the meta device). The lm_head counts only when quantized and the
-    vocabulary size is known before the data stage (a BPE tokenizer)."""
-    quant = config.get("quantize", {})
-    group = quant.get("group_size")
-    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
-        return
-    import torch
-
-    from .quantize import linear_layers
-    from .train import build_model
-
-    lm_head = bool(quant.get("quantize_lm_head", False))
-    vocab = _vocab_size(config) if lm_head else None
-    bad: dict[str, tuple] = {}
-    for variant in config["variants"]:
-        with torch.device("meta"):
-            model = build_model(config["model"], variant, vocab or 256, config["train"]["seq_len"])
-        for name, layer in linear_layers(model, lm_head and vocab is not None):
-            if layer.weight.numel() % group:
-                bad.setdefault(name.split(".")[-1] if ".layers." in name else name, tuple(layer.weight.shape))
-    if bad:
-        shapes = ", ".join(f"{n} {list(s)}" for n, s in bad.items())
-        raise ConfigError(
-            f"config key 'quantize.group_size' ({group}) does not divide the weight count of the quantized "
-            f"layers {shapes}: HQQ splits each weight into groups of group_size consecutive values"
-        )
-
-
-def _check_quantize(quant_cfg: dict) -> None:
-    from .quantize import quantize_jobs  # the registry of methods and their bit widths
+def _check_quantize(config: dict) -> None:
+    """The quantization checks (softpick.quantize): the group size against the quantized layers, and
+    (method, bits, group_size) each configured method supports."""
+    from .quantize import check_group_size, quantize_jobs
 
     try:
-        quantize_jobs(quant_cfg)
+        check_group_size(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        quantize_jobs(config["quantize"])
     except ValueError as err:
         raise ConfigError(f"config section 'quantize': {err}") from None
 

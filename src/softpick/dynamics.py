@@ -22,7 +22,7 @@ import torch
 
 from .analysis import analyze_model
 from .atomic import sha256_file, write_json_atomic
-from .finite import check_finite_metrics, check_finite_model
+from .finite import check_finite_metrics
 
 DEFAULT_DYNAMICS: dict = {
     "num_docs": 64,          # validation documents per snapshot
@@ -57,16 +57,12 @@ def list_snapshots(model_dir: str | Path) -> list[dict]:
 
 
 def load_snapshot(model_dir: str | Path, snapshot: dict, device="cpu"):
-    """The model of model_dir/config.json with the weights of one snapshot."""
-    from safetensors.torch import load_file
-
-    from .model import SoftpickConfig, SoftpickForCausalLM
+    """The model of model_dir/config.json with the weights of one snapshot (list_snapshots checked the
+    directory and the snapshot's sha256)."""
+    from .loading import load_model
 
     model_dir = Path(model_dir)
-    model = SoftpickForCausalLM(SoftpickConfig.from_pretrained(model_dir))
-    model.load_state_dict(load_file(str(model_dir / snapshot["file"])))
-    check_finite_model(model, model_dir / snapshot["file"])
-    return model.to(device).eval()
+    return load_model(model_dir, device=device, weights=model_dir / snapshot["file"], verify=False)
 
 
 def measure_snapshot(model, data: dict, config: dict, device="cpu") -> dict:

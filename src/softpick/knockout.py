@@ -26,7 +26,7 @@ import torch
 
 from .atomic import write_json_atomic
 from .attention import get_kind
-from .finite import check_finite_metrics, check_finite_model
+from .finite import check_finite_metrics
 
 DEFAULT_KNOCKOUT: dict = {
     "lengths": [64, None],  # window lengths; null = analysis.max_len
@@ -148,12 +148,11 @@ def run_knockout(model_dir: str | Path, data_dir: str | Path, config: dict, out_
     from transformers import AutoTokenizer
 
     from .data import load_tokens
-    from .hf_export import load_model
+    from .loading import load_model
     from .train import window_bos_id
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
-    model = load_model(model_dir, torch.float32).to(device)  # its files checked against the manifest first
-    check_finite_model(model, model_dir)
+    model = load_model(model_dir, device=device)  # files checked against the manifest; finite
     val_tokens, _ = load_tokens(data_dir, "val")
     bos_id = window_bos_id(config["train"], AutoTokenizer.from_pretrained(data_dir / "tokenizer"))
     cfg = {**DEFAULT_KNOCKOUT, **(config.get("knockout") or {})}

@@ -547,14 +547,3 @@ def _bars(ax, variants, values: Mapping[str, list], groups: list[str], color, fm
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=8, loc="upper right")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m softpick.mechanism --variant softmax [--config ...]`: the pipeline's CLI for this stage."""
-    from .cli import main as cli_main
-
-    return cli_main(["mechanism", *(list(argv) if argv is not None else __import__("sys").argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1033,24 +1033,6 @@ def make_all(run_dir, fig_dir, variants: Sequence[str] = ("softmax", "softpick")
     return written
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Make all figures and tables of a run")
-    ap.add_argument("--run-dir", required=True)
-    ap.add_argument("--fig-dir", required=True)
-    ap.add_argument("--table-dir")
-    ap.add_argument("--variants", nargs="+", default=["softmax", "softpick"])
-    a = ap.parse_args(argv)
-    for p in make_all(a.run_dir, a.fig_dir, a.variants, table_dir=a.table_dir):
-        print(p)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # ------------------------------------------------------------------- sink-free variants (Table 3)
 # The paper's v4 Table 3: 340M shape, 10k steps; sink % at L = 256 (eps 0.2 / 0.3; the authors' sweep),
 # kurtosis, min, max, sparsity % (exact zeros). Dead heads (v4 7.2, eps 1e-6): softpick 17.19% after

@@ -3,7 +3,7 @@ rule analyze:
     input:
         model=lambda w: model_files(w.variant),
         val=f"{RESULTS}/data/tokens_val.npy",
-        code=CODE["analyze"] + CODE["model"],
+        code=code("analyze"),
     output:
         summary=f"{RESULTS}/analysis/{{variant}}.json",
         arrays=f"{RESULTS}/analysis/{{variant}}.npz",

@@ -1,27 +1,19 @@
 # Paths shared by the rules; the same layout as softpick.config.run_paths.
-import glob
-
 RESULTS = f"results/{RUN}"
 FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCH = f"logs/{RUN}/benchmarks"
 LIB = "src/softpick"
 
-# Library code each stage runs: editing it reruns that stage and what depends on it.
-CODE = {
-    "data": [f"{LIB}/data.py", f"{LIB}/slimpajama.py", f"{LIB}/atomic.py"],
-    "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
-              *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
-    "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
-    "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
-    "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
-    "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
-    "dynamics": [f"{LIB}/dynamics.py", f"{LIB}/analysis.py", f"{LIB}/finite.py"],
-    "knockout": [f"{LIB}/knockout.py", f"{LIB}/finite.py"],
-    "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
-    "mechanism": [f"{LIB}/mechanism.py", f"{LIB}/analysis.py", f"{LIB}/data.py", f"{LIB}/atomic.py"],
-    "figures": [f"{LIB}/plots.py"],
-}
+# The code each stage runs, derived from its imports (softpick.stages.code: the stage module, every
+# softpick module it imports transitively and the package files they read, e.g. the lm-eval task YAMLs):
+# editing one reruns the stages that run it and what depends on them.
+from softpick.stages.registry import stage_code
+
+
+def code(stage):
+    return stage_code(stage, LIB)
+
 
 CONDA_ENV = "../../environment.yml"  # with --use-conda; pyproject.toml holds the dependency list
 

@@ -32,7 +32,7 @@ rule large_corpus:
 rule data:
     """Embedded corpus -> tokenizer -> train / validation token files split by document, with a manifest."""
     input:
-        code=CODE["data"],
+        code=code("data"),
         corpus=CORPUS_INPUT,
     output:
         manifest=f"{RESULTS}/data/manifest.json",

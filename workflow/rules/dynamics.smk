@@ -7,7 +7,7 @@ rule dynamics:
     input:
         model=lambda w: model_files(w.variant),
         val=f"{RESULTS}/data/tokens_val.npy",
-        code=CODE["dynamics"] + CODE["model"],
+        code=code("dynamics"),
     output:
         f"{RESULTS}/dynamics/{{variant}}.json",
     params:
@@ -36,7 +36,7 @@ rule knockout:
     input:
         model=lambda w: model_files(w.variant),
         val=f"{RESULTS}/data/tokens_val.npy",
-        code=CODE["knockout"] + CODE["model"],
+        code=code("knockout"),
     output:
         f"{RESULTS}/knockout/{{variant}}.json",
     params:

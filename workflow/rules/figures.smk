@@ -7,7 +7,7 @@ rule figures:
         analysis=expand(f"{RESULTS}/analysis/{{variant}}.{{ext}}", variant=VARIANTS, ext=["json", "npz"]),
         dynamics=DYNAMICS,
         knockout=KNOCKOUT,
-        code=CODE["figures"] + sorted(glob.glob(f"{LIB}/figures/*.py")),
+        code=code("figures"),
     output:
         figure_outputs(),
     params:

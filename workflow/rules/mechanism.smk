@@ -9,7 +9,7 @@ rule mechanism:
     input:
         tokens=f"{RESULTS}/data/tokens_train.npy",  # with docs_train.npy, which the data rule writes beside it
         manifest=f"{RESULTS}/data/manifest.json",
-        code=CODE["mechanism"] + CODE["model"],
+        code=code("mechanism"),
     output:
         f"{RESULTS}/mechanism/{{variant}}.json",
     params:
@@ -35,7 +35,7 @@ rule mechanism_figure:
     """The variants side by side: attention maps, attention on BOS at trigger vs other queries, BOS norm, accuracy."""
     input:
         results=MECHANISM_JSON,
-        code=[f"{LIB}/mechanism.py", *CODE["figures"]],
+        code=code("mechanism_figure"),
     output:
         report(f"{FIGDIR}/mechanism.png", caption="../report/mechanism.rst", category="Mechanism"),
         f"{FIGDIR}/mechanism.pdf",

@@ -6,7 +6,7 @@ rule passkey:
     input:
         model=lambda w: model_files(w.variant),
         tokenizer=f"{RESULTS}/data/tokenizer/tokenizer.json",
-        code=CODE["passkey"] + CODE["model"],
+        code=code("passkey"),
     output:
         f"{RESULTS}/passkey/{{variant}}.json",
     params:
@@ -39,7 +39,7 @@ rule variants_table:
         analysis=expand(f"{RESULTS}/analysis/{{variant}}.json", variant=VARIANTS),
         passkey=PASSKEY,
         summary=[f"{RESULTS}/models/{v}/train_summary.json" for v in VARIANTS],
-        code=CODE["figures"],
+        code=code("variants_table"),
     output:
         md=report(f"{RESULTS}/tables/variants_table.md", caption="../report/variants_table.rst", category="Tables"),
         tex=f"{RESULTS}/tables/variants_table.tex",
@@ -57,4 +57,4 @@ rule variants_table:
         mem_mb=1000,
         runtime=10,
     script:
-        "../scripts/variants_table.py"
+        "../scripts/stage.py"
