@@ -84,3 +84,14 @@ def eval_gpu_mem_gb(wildcards=None):
     ecfg = config["eval"]
     vocab = config["data"]["tokenizer"].get("vocab_size", 32000)
     return max(1, round(4 * 2.5 * ecfg.get("batch_size", 64) * ecfg.get("max_length", 1024) * vocab / 2**30 + 1))
+
+
+# GPU memory of a forward pass that keeps every layer's attention map (analyze / dynamics / knockout / passkey):
+# fp32 maps of batch x heads x length^2 for all layers plus two working copies, and the logits. Without it
+# Snakemake started both analyze jobs beside 15 quantize jobs and they ran the H200 out of memory.
+def model_pass_gpu_mem_gb(batch_size, length):
+    mcfg = config["model"]
+    vocab = config["data"]["tokenizer"].get("vocab_size", 32000)
+    maps = 4 * batch_size * mcfg["num_attention_heads"] * length**2 * (mcfg["num_hidden_layers"] + 2)
+    logits = 4 * 2 * batch_size * length * vocab
+    return max(1, round((maps + logits) / 2**30 + 2))
