@@ -340,10 +340,13 @@ def test_topk_against_reference(data):
 
 def test_topk_pads_when_there_are_fewer_values_than_k():
     rng = np.random.default_rng(8)
-    docs = make_docs(rng, [1])
-    arr = feed(TopK(C + 3), docs, make_batches(rng, docs, 1)).arrays()
-    assert np.isfinite(arr["topk_values"][:, :C]).all() and np.isnan(arr["topk_values"][:, C:]).all()
-    assert (arr["topk_position"][:, C:] == -1).all() and (arr["topk_position"][:, :C] == 0).all()
+    docs = make_docs(rng, [1, 3])  # one batch: the first document padded by two positions
+    n = 4 * C
+    arr = feed(TopK(n + 3), docs, make_batches(rng, docs, 2)).arrays()
+    assert np.isfinite(arr["topk_values"][:, :n]).all() and np.isnan(arr["topk_values"][:, n:]).all()
+    assert (arr["topk_position"][:, n:] == -1).all()
+    short = arr["topk_doc"][:, :n] == 0
+    assert (arr["topk_position"][:, :n][short] == 0).all()  # nothing from its padded positions
 
 
 def test_histogram_against_reference(data):
