@@ -11,7 +11,7 @@ The pipeline picks the new module up by itself (workflow/rules/common.smk lists 
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from .base import Metric
 from .boxstats import BoxStats
@@ -67,4 +67,4 @@ def merged_config(cfg: dict | None) -> dict:
     return {**DEFAULT_CFG, **(cfg or {})}
 
 
-__all__: Sequence[str] = ["METRICS", "DEFAULT_CFG", "ARRAYS_DOC", "build_metrics", "merged_config"]
+__all__ = ["METRICS", "DEFAULT_CFG", "ARRAYS_DOC", "build_metrics", "merged_config"]
