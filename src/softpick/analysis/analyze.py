@@ -96,7 +96,8 @@ def run_analysis(model_dir, data_dir, cfg: dict, out_json, out_npz, device="cpu"
 def main(argv: Iterable[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Sink rate / sparsity / kurtosis analysis of a trained model")
+    ap = argparse.ArgumentParser(prog="python -m softpick.analysis",
+                                 description="Sink rate / sparsity / kurtosis analysis of a trained model")
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--config", help="JSON or YAML file holding the analysis section (or a full config with 'analysis')")
