@@ -108,7 +108,7 @@ def test_clone_pull_touch_leaves_nothing_to_do(shared):
     status = out(run(work, "dvc", "status"))
     assert f"results/{RUN}.dvc" in status and "modified" in status, status
     # and the user's own edit of a stage's code reruns that stage (mtime newer than the pulled outputs)
-    code = work / "src" / "softpick" / "analysis.py"
+    code = work / "src" / "softpick" / "analysis" / "sinks.py"
     code.write_text(code.read_text() + "\n# edited\n")
     jobs = out(run(work, "snakemake", "-n", *SMK))
     assert "rule analyze" in jobs and "rule train" not in jobs and "rule evaluate" not in jobs, jobs

@@ -6,6 +6,7 @@ FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCH = f"logs/{RUN}/benchmarks"
 LIB = "src/softpick"
+ANALYSIS = sorted(glob.glob(f"{LIB}/analysis/*.py"))  # the analysis package: every accumulator module
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
@@ -15,11 +16,11 @@ CODE = {
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
     "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
-    "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
-    "dynamics": [f"{LIB}/dynamics.py", f"{LIB}/analysis.py", f"{LIB}/finite.py"],
-    "knockout": [f"{LIB}/knockout.py", f"{LIB}/finite.py"],
+    "analyze": [*ANALYSIS, f"{LIB}/finite.py"],
+    "dynamics": [f"{LIB}/dynamics.py", *ANALYSIS, f"{LIB}/finite.py"],
+    "knockout": [f"{LIB}/knockout.py", *ANALYSIS, f"{LIB}/finite.py"],
     "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
-    "mechanism": [f"{LIB}/mechanism.py", f"{LIB}/analysis.py", f"{LIB}/data.py", f"{LIB}/atomic.py"],
+    "mechanism": [f"{LIB}/mechanism.py", *ANALYSIS, f"{LIB}/data.py", f"{LIB}/atomic.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
