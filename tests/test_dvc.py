@@ -1,4 +1,4 @@
-"""DVC shares a run's artifacts (README "DVC"): the test DAG runs in a scratch git repo made of this
+"""DVC shares a run's artifacts (docs/dvc.md): the test DAG runs in a scratch git repo made of this
 checkout's files, `dvc add` + `dvc push` to the committed default remote (a directory beside the repo),
 then a fresh `git clone` + `dvc pull` + `snakemake --touch` leaves Snakemake nothing to do. A corrupted
 object on the remote is refused by the committed config (remote verify = true)."""
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = "e2e-test"
 TRACKED = (f"results/{RUN}", f"figures/{RUN}")
 SMK = ["--configfile", "configs/test.yaml"]
-# the README's colleague step: pulled files get new mtimes and a fresh clone has no .snakemake/ records, so
+# the colleague step of docs/dvc.md: pulled files get new mtimes and a fresh clone has no .snakemake/ records, so
 # Snakemake would rerun jobs; --touch marks the pulled outputs up to date in DAG order. `&&`: only after a
 # complete pull (a --touch over missing files exits 0 without creating them).
 PULL = "dvc pull && snakemake --touch --cores 1 --configfile configs/test.yaml"
@@ -69,7 +69,7 @@ def shared(tmp_path_factory):
     run(origin, "git", "add", "-A")
     run(origin, "git", "commit", "-qm", "checkout")
     run(origin, "snakemake", "--cores", "2", *SMK)
-    # the README's "after a run" commands
+    # the "after a run" commands of docs/dvc.md
     run(origin, "dvc", "add", *TRACKED)
     run(origin, "git", "add", "-A")
     run(origin, "git", "commit", "-qm", f"artifacts of {RUN}")
