@@ -9,7 +9,7 @@ LIB = "src/softpick"
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
-    "data": [f"{LIB}/data.py", f"{LIB}/slimpajama.py", f"{LIB}/atomic.py"],
+    "data": [*sorted(glob.glob(f"{LIB}/data/**/*.py", recursive=True)), f"{LIB}/atomic.py"],
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
               *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
@@ -19,7 +19,8 @@ CODE = {
     "dynamics": [f"{LIB}/dynamics.py", f"{LIB}/analysis.py", f"{LIB}/finite.py"],
     "knockout": [f"{LIB}/knockout.py", f"{LIB}/finite.py"],
     "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
-    "mechanism": [f"{LIB}/mechanism.py", f"{LIB}/analysis.py", f"{LIB}/data.py", f"{LIB}/atomic.py"],
+    "mechanism": [f"{LIB}/mechanism.py", f"{LIB}/analysis.py", *sorted(glob.glob(f"{LIB}/data/**/*.py", recursive=True)),
+                  f"{LIB}/atomic.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
