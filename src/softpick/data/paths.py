@@ -8,31 +8,49 @@ from typing import Any
 import numpy as np
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # softpick/
-REPO_ROOT = PACKAGE_DIR.parents[1]  # the source tree (a non-editable install has none)
+_TREE = PACKAGE_DIR.parents[1]
+REPO_ROOT = _TREE if (_TREE / "pyproject.toml").is_file() else None  # the source tree (an installed copy has none)
 
 
 def is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+PACKAGED = {"data/corpus": PACKAGE_DIR / "_resources" / "corpus"}  # shipped with the package (pyproject)
+
+
+def _packaged(path: Path) -> Path | None:
+    """The package's copy of a relative path under a shipped folder (data/corpus/...), if any."""
+    for folder, copy in PACKAGED.items():
+        parts = Path(folder).parts
+        if path.parts[: len(parts)] == parts:
+            return copy.joinpath(*path.parts[len(parts):])
+    return None
+
+
 def resolve_path(p: str | os.PathLike) -> Path:
     """An input path as given when absolute or present in the working directory, else under the repository
-    root; the path as given when neither has it (the caller names it as missing)."""
+    root, else the package's copy (the embedded corpus of a non-editable install); the path as given when
+    none has it (the caller names it as missing)."""
     path = Path(p).expanduser()
     if path.is_absolute() or path.exists():
         return path
-    alt = REPO_ROOT / path
-    return alt if alt.exists() else path
+    for alt in (REPO_ROOT and REPO_ROOT / path, _packaged(path)):
+        if alt is not None and alt.exists():
+            return alt
+    return path
 
 
 def shown_path(path: Path) -> str:
     """A corpus path as the manifest and the data rule show it: relative to the working directory or the
-    repository when under one (the same string on every machine), else absolute."""
+    repository when under one (the same string on every machine), the configured path for the package's
+    copy, else absolute."""
     if not path.is_absolute():
         return path.as_posix()
+    for folder, copy in PACKAGED.items():
+        if copy in path.parents:
+            return (Path(folder) / path.relative_to(copy)).as_posix()
     for base in (Path.cwd(), REPO_ROOT):
-        try:
+        if base is not None and base in path.parents:
             return path.relative_to(base).as_posix()
-        except ValueError:
-            pass
     return path.as_posix()
