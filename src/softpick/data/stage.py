@@ -103,8 +103,7 @@ def prepare_data(data_cfg: dict, out_dir: str | Path, seed: int) -> dict:
         "splits": splits,
         "tokenizer": tokenizer_entry(tok, tcfg["kind"], tcfg["name"] if tcfg["kind"] == "pretrained" else None),
         "files": files,
+        "corpus": corpus,
         "config": jsonable(cfg),
     }
-    if source.records_inputs:
-        manifest["corpus"] = corpus
     return write_manifest(out, manifest)

@@ -29,7 +29,6 @@ class Source:
     required: dict[str, str] = field(default_factory=dict)  # key -> why this source needs it
     split: Callable[[dict, int, int], tuple] = seeded_split  # (cfg, n_docs, seed) -> (train, val, notes)
     dataset: Callable[[dict], str | None] = lambda cfg: None  # hub dataset read (manifest "dataset")
-    records_inputs: bool = True  # the manifest lists the input files under "corpus"
 
     def check_required(self, cfg: dict) -> None:
         """ValueError naming the first required key that is unset, and why this source needs it."""
@@ -59,7 +58,7 @@ def get_source(name: str) -> Source:
 
 def corpus_files(data_cfg: dict | None) -> list[str]:
     """The local files the configured source reads (the embedded corpus, the jsonl / parquet file, the
-    FineWeb-Edu files under data.path; none for the hub), as paths relative to the working directory or the
+    FineWeb-Edu or SlimPajama files under data.path; none for the hub), as paths relative to the working directory or the
     repository when under one. A missing file is listed as configured (the Snakefile makes these the
     data rule's inputs: Snakemake names a missing one, or builds data/corpus-large); no other checks."""
     from ..settings import DEFAULTS
@@ -67,7 +66,7 @@ def corpus_files(data_cfg: dict | None) -> list[str]:
     cfg = {**DEFAULTS, **(data_cfg or {})}
     source = SOURCES.get(cfg.get("source")) if isinstance(cfg.get("source"), str) else None
     out = []
-    for p in source.files(cfg) if source and source.records_inputs else []:
+    for p in source.files(cfg) if source else []:
         if not isinstance(p, (str, os.PathLike)) or not str(p) or any(c in str(p) for c in "*?["):
             continue  # a bad value (validation names it) or a glob that matched nothing
         resolved = resolve_path(p)

@@ -83,5 +83,4 @@ SOURCE = Source(
                                "(the authors: 1000)"},
     split=_split,
     dataset=lambda cfg: None if cfg.get("path") else f"{DATASET}/{SPLIT}",
-    records_inputs=False,
 )
