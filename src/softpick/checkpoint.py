@@ -64,7 +64,7 @@ STALE_SETS_KEPT = 3  # checkpoint sets of other fingerprints kept beside the che
 STALE_LOG = "train_log.jsonl"  # a stale set's copy of its training's log
 PACKAGE_DIR = Path(__file__).resolve().parent
 # the code a training runs, relative to the package; attention/ is taken whole (Triton kernels included)
-TRAINING_CODE = ("train.py", "checkpoint.py", "data.py", "model.py", "attention")
+TRAINING_CODE = ("train.py", "checkpoint.py", "data", "model.py", "attention")
 
 
 def say(message: str) -> None:

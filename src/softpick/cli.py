@@ -142,11 +142,9 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
     val_docs = paths["data"] / "val_docs.jsonl"
     device = config["device"]
     if stage == "data":
-        from .data import prepare_data
-        from .slimpajama import SOURCE, prepare_slimpajama_val
+        from .data import prepare_data  # every data.source (softpick.data.sources)
 
-        prepare = prepare_slimpajama_val if config["data"].get("source") == SOURCE else prepare_data
-        prepare(config["data"], paths["data"], seed=config["seed"])
+        prepare_data(config["data"], paths["data"], seed=config["seed"])
     elif stage == "train":
         from .train import train
 

@@ -77,9 +77,35 @@ def _inline_refs(node: Any, schema_dir: Path) -> Any:
     return node
 
 
+def _registry(name: str) -> tuple[list[str], str]:
+    """(names, one description line per name) of a registry a schema node names with "x-enum-from"."""
+    if name == "data.sources":
+        from .data.sources import SOURCES
+
+        return list(SOURCES), "; ".join(s.describe() for s in SOURCES.values())
+    raise ValueError(f"schema: unknown registry {name!r} in x-enum-from")
+
+
+def _fill_enums(node: Any) -> Any:
+    """Give every schema node with "x-enum-from": "<registry>" the registry's names as its enum (and their
+    descriptions after its own), so the schema lists what the code implements."""
+    if isinstance(node, dict):
+        if "x-enum-from" in node:
+            names, described = _registry(node["x-enum-from"])
+            node["enum"] = names
+            node["description"] = f"{node.get('description', '')} {described}".strip()
+        for value in node.values():
+            _fill_enums(value)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_enums(value)
+    return node
+
+
 def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict:
+    """config.schema.json with its fragments inlined and the registries' enums filled in."""
     schema = json.loads((schema_dir / "config.schema.json").read_text())
-    return _inline_refs(schema, schema_dir)
+    return _fill_enums(_inline_refs(schema, schema_dir))
 
 
 def _describe(error) -> str:
@@ -129,17 +155,12 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
     Numeric strings such as "1e-3" become floats in place where the schema asks for a number.
     check_device: reject device 'cuda' when torch sees no CUDA device (the Snakefile: every job
     runs here; the CLI checks it only for the stages that use the device)."""
-    import jsonschema
-
     schema = load_schema()
     coerce_numbers(config, schema)
     bad = [f"config key '{k}': {v} is not a finite number" for k, v in _non_finite(config, "")]
     if bad:  # YAML's .nan / .inf pass the schema's "number"
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _raise_schema_errors(schema, config)
     _check_run_name(config["run_name"])
     train = config["train"]
     if train["global_batch_size"] % train["micro_batch_size"]:
@@ -164,6 +185,22 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
     if check_device:
         check_device_available(config)
     return config
+
+
+def _raise_schema_errors(schema: dict, instance: dict) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+
+
+def validate_section(name: str, section: Any) -> None:
+    """Check one section (e.g. the data section a stage receives) against its schema; ConfigError naming
+    the key as '<name>.<key>'."""
+    schema = load_schema()["properties"][name]
+    _raise_schema_errors({"type": "object", "properties": {name: schema}}, {name: section})
 
 
 def _non_finite(node: Any, path: str) -> Iterable[tuple[str, float]]:

@@ -10,7 +10,7 @@ ANALYSIS = sorted(glob.glob(f"{LIB}/analysis/*.py"))  # the analysis package: ev
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
-    "data": [f"{LIB}/data.py", f"{LIB}/slimpajama.py", f"{LIB}/atomic.py"],
+    "data": [*sorted(glob.glob(f"{LIB}/data/**/*.py", recursive=True)), f"{LIB}/atomic.py"],
     "model": [f"{LIB}/model.py", f"{LIB}/attention/__init__.py", f"{LIB}/attention/reference.py", f"{LIB}/attention/torch_fused.py",
               *sorted(glob.glob(f"{LIB}/attention/kinds/*.py"))],
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
@@ -20,7 +20,8 @@ CODE = {
     "dynamics": [f"{LIB}/dynamics.py", *ANALYSIS, f"{LIB}/finite.py"],
     "knockout": [f"{LIB}/knockout.py", *ANALYSIS, f"{LIB}/finite.py"],
     "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
-    "mechanism": [f"{LIB}/mechanism.py", *ANALYSIS, f"{LIB}/data.py", f"{LIB}/atomic.py"],
+    "mechanism": [f"{LIB}/mechanism.py", *ANALYSIS, *sorted(glob.glob(f"{LIB}/data/**/*.py", recursive=True)),
+                  f"{LIB}/atomic.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
