@@ -358,6 +358,13 @@ def test_registry_names_are_unique(monkeypatch):
     monkeypatch.setattr(training, "FIGURES", training.FIGURES + (REGISTRY["length_sweep"],))
     with pytest.raises(ValueError, match="'length_sweep' is registered twice"):
         registry._discover()
+    # a declaration that names no result file, or no caption file, is refused naming it
+    from softpick.figures import Figure
+
+    with pytest.raises(ValueError, match=r"reads \['sink_json'\]"):
+        Figure("x", "figure", "x.rst", "Analysis", ("sink_json",), lambda *a: [])
+    with pytest.raises(ValueError, match="workflow/report"):
+        Figure("x", "figure", "x.txt", "Analysis", ("eval",), lambda *a: [])
 
 
 def _families():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from .results import LAYOUT
 
@@ -13,7 +13,7 @@ EXTENSIONS = {"figure": ("png", "pdf"), "table": ("md", "tex")}
 # draw(inputs, out, run_label) -> the written paths (None: nothing to draw from these inputs, e.g. an
 # analysis from before the metric existed). inputs: {layout key: {variant: path (a list for a glob key)}};
 # out: the output stem (<dir>/<name>); run_label names our rows in tables.
-DrawFn = Callable[..., "list[Path] | None"]
+DrawFn = Callable[..., Optional[list[Path]]]
 
 
 @dataclass(frozen=True)
