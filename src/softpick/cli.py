@@ -77,17 +77,6 @@ HEADER_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "lm_eval", "h
 HASH_LIMIT_BYTES = 256 << 20  # inputs above this are listed with size and mtime, not hashed
 PROGRESS_INTERVAL_S = float(os.environ.get("SOFTPICK_PROGRESS_INTERVAL", "30"))
 
-# Where the figures stage finds each result under results/<run>/ (the Snakefile writes them there).
-RESULT_LAYOUT = {
-    "train_log": "models/{variant}/train_log.jsonl",
-    "analysis_json": "analysis/{variant}.json",
-    "analysis_npz": "analysis/{variant}.npz",
-    "eval": "eval/{variant}.json",
-    "quant_glob": "quant/{variant}/*bit.json",
-    "dynamics": "dynamics/{variant}.json",
-    "knockout": "knockout/{variant}.json",
-}
-
 
 def attention_kinds() -> tuple[str, ...]:
     from .attention import KINDS
@@ -191,17 +180,17 @@ def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int |
         run_passkey(model_dir, paths["data"], config.get("passkey", {}), paths["results"] / "passkey" / f"{variant}.json",
                     variant=variant, seed=config["seed"], train_seq_len=config["train"]["seq_len"], device=_device(device))
     elif stage == "figures":
-        from .plots import make_all
+        from .figures import make_all
 
-        make_all(paths["results"], paths["figures"], config["variants"], layout=RESULT_LAYOUT,
-                 table_dir=paths["tables"], run_label=config["run_name"], strict=True)
+        make_all(paths["results"], paths["figures"], config["variants"], table_dir=paths["tables"],
+                 run_label=config["run_name"], strict=True)
     elif stage == "mechanism":
         from .mechanism import run_mechanism
 
         _require(paths["data"] / "manifest.json", "data")
         run_mechanism(config, variant, paths["data"], paths["results"] / "mechanism" / f"{variant}.json")
     elif stage == "mechanism_figure":
-        from .mechanism import plot_mechanism
+        from .figures.mechanism import plot_mechanism
 
         jsons = {v: paths["results"] / "mechanism" / f"{v}.json" for v in config["variants"]}
         for v, p in jsons.items():

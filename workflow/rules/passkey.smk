@@ -29,33 +29,3 @@ rule passkey:
         runtime=60,
     script:
         "../scripts/stage.py"
-
-
-VARIANTS_TABLE = expand(f"{RESULTS}/tables/variants_table.{{ext}}", ext=["md", "tex"])
-
-
-rule variants_table:
-    """The paper's Table 3 at this run's scale: sink rates, kurtosis, min / max, sparsity, dead heads, validation loss, passkey."""
-    input:
-        analysis=expand(f"{RESULTS}/analysis/{{variant}}.json", variant=VARIANTS),
-        passkey=PASSKEY,
-        summary=[f"{RESULTS}/models/{v}/train_summary.json" for v in VARIANTS],
-        code=CODE["figures"],
-    output:
-        md=report(f"{RESULTS}/tables/variants_table.md", caption="../report/variants_table.rst", category="Tables"),
-        tex=f"{RESULTS}/tables/variants_table.tex",
-    params:
-        variants=VARIANTS,
-        run_label=RUN,
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/variants_table.log",
-    benchmark:
-        f"{BENCH}/variants_table.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    script:
-        "../scripts/variants_table.py"

@@ -36,6 +36,7 @@ class AttentionKind:
     sdpa: bool = False                # softmax weights: torch SDPA applies
     fused_softpick: bool = False      # softpick weights: the fused autograd function applies on CPU
     needs_layer_input: bool = False   # finish() reads the layer input
+    color: str = ""                   # its colour in every figure (Okabe-Ito, colour-blind safe; distinct per kind)
 
     def weights(self, scores: torch.Tensor, mask: torch.Tensor | None, params: KindParameters | None) -> torch.Tensor:
         raise NotImplementedError

@@ -1,4 +1,5 @@
-"""make_all on small synthetic result files writes every figure (PNG + PDF) and table (MD + TeX)."""
+"""softpick.figures: the registry, make_all over small synthetic result files (every figure PNG + PDF, every
+table Markdown + LaTeX, in the results layout of softpick.figures.results) and the figure and table writers."""
 from __future__ import annotations
 
 import json
@@ -7,13 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from softpick import plots
 from softpick.analysis import run_analysis, write_json_atomic
+from softpick.figures import REGISTRY, make_all
+from softpick.figures import analysis_table, eval_tables, hidden_states, quantization, registry, sinks, style
+from softpick.figures.results import LAYOUT
 
 TASKS = ["arc_easy", "lambada", "piqa", "sciq"]
+VARIANTS = ("softmax", "softpick")
 
 
-def _write_results(run_dir, variants=("softmax", "softpick")):
+def _at(run_dir, key, variant, **fields):
+    """The path of one result file in the layout, its directory created."""
+    path = LAYOUT[key].path(run_dir, variant, **fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_results(run_dir, variants=VARIANTS):
     from softpick.model import SoftpickConfig, SoftpickForCausalLM
 
     rng = np.random.default_rng(0)
@@ -27,13 +38,13 @@ def _write_results(run_dir, variants=("softmax", "softpick")):
     cfg = dict(num_docs=10, max_len=40, batch_size=4, sink_eps=[0.2, 0.3], zero_threshold=1e-5,
                example_doc=0, length_sweep=[8, 16, 40], sink_short_len=16, box_sample_size=2000)
     for k, v in enumerate(variants):
-        d = run_dir / v
+        model_dir = run_dir / "models" / v
         torch.manual_seed(k)
         model = SoftpickForCausalLM(SoftpickConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3,
                                                    num_attention_heads=4, intermediate_size=48, attention_kind=v))
-        model.save_pretrained(d / "model")
-        run_analysis(d / "model", data_dir, cfg, d / "analysis.json", d / "analysis.npz")
-        with open(d / "train_log.jsonl", "w") as f:
+        model.save_pretrained(model_dir)
+        run_analysis(model_dir, data_dir, cfg, _at(run_dir, "analysis_json", v), _at(run_dir, "analysis_npz", v))
+        with open(_at(run_dir, "train_log", v), "w") as f:
             for step in range(1, 301):
                 loss = 4 + 3 * np.exp(-step / 60) + 0.15 * rng.standard_normal() + 0.05 * k
                 rec = {"step": step, "loss": loss, "lr": 1e-3, "grad_norm": float(np.exp(rng.normal())),
@@ -51,9 +62,42 @@ def _write_results(run_dir, variants=("softmax", "softpick")):
                 e["quantization"] = {"bits": bits, "method": "hqq", "group_size": 64}
             return e
 
-        write_json_atomic(d / "eval.json", ev(0.01 * k, 1.0))
+        write_json_atomic(_at(run_dir, "eval", v), ev(0.01 * k, 1.0))
         for b, drop in [(8, 0.0), (4, 0.02), (3, 0.08), (2, 0.2)]:
-            write_json_atomic(d / "quant" / f"hqq_{b}bit.json", ev(drop * (1 - 0.5 * k), 1 + 10 * drop * (1 - 0.5 * k), b))
+            write_json_atomic(_at(run_dir, "quant", v, method="hqq", bits=b),
+                              ev(drop * (1 - 0.5 * k), 1 + 10 * drop * (1 - 0.5 * k), b))
+
+
+def _write_later_stages(run_dir, variants=VARIANTS):
+    """Small results of the dynamics, knockout, passkey and mechanism stages and the train summary, shaped as
+    those stages write them (softpick.dynamics, .knockout, .passkey, .mechanism, .train)."""
+    for k, v in enumerate(variants):
+        snaps = [{"step": s, "tokens": s * 4096, "val_loss": 5.0 - 0.01 * s, "kurtosis": 3.0 + s + 10 * k,
+                  "max_abs": 2.0 + s, "sparsity_exact_zero_pct": 30.0 * k,
+                  "sink_rate": {"16": {"0.2": 10.0 + s, "0.3": 5.0 + s}, "40": {"0.2": 20.0, "0.3": 9.0 * (1 - k)}},
+                  "dead_heads_pct": {"1e-06": 0.0, "0.01": 8.0 * k}, "num_docs": 3, "num_tokens": 90}
+                 for s in (0, 4, 8)]
+        write_json_atomic(_at(run_dir, "dynamics", v), {"variant": v, "config": {"num_docs": 3, "lengths": [16]},
+                                                        "snapshots": snaps})
+        lengths = [{"length": n, "num_heads_total": 12, "base_loss": 4.5, "sink_heads": [[0, 1, 0.6], [2, 3, 0.4]][:2 - k],
+                    "sink_knockout_delta": 0.25, "random_knockout_delta": {"mean": 0.01, "min": -0.02, "max": 0.04}}
+                   for n in (16, 40)]
+        write_json_atomic(_at(run_dir, "knockout", v), {"variant": v, "config": {"eps": 0.3}, "lengths": lengths})
+        write_json_atomic(_at(run_dir, "passkey", v), {"variant": v, "accuracy_by_length": {"32": 90.0, "64": 40.0 * k}})
+        write_json_atomic(_at(run_dir, "train_summary", v), {"variant": v, "final_val_loss": 4.25 + k})
+        size = 6
+        write_json_atomic(_at(run_dir, "mechanism", v), {
+            "variant": v, "sink_rate": {"0.2": 50.0 * (1 - k), "0.3": 40.0 * (1 - k)},
+            "attention_map": {"size": size, "mean": np.tril(np.full((1, 2, size, size), 1 / size)).tolist()},
+            "train": {"log": [{"step": s, "bos_attention_non_trigger": 0.1 * s * (1 - k), "copy_accuracy": 0.2 * s}
+                              for s in (1, 2, 3)]},
+            "bos_attention": {"trigger_queries": 0.1, "non_trigger_queries": 0.8 * (1 - k)},
+            "residual_norm": {"hidden_states": ["emb", "0", "out"], "bos": [1.0, 30.0 * (1 - k) + 1, 2.0],
+                              "others": [1.0, 2.0, 2.0]},
+            "accuracy": {"copy": 0.95, "bigram": 0.4, "bigram_bayes_optimal": 0.45},
+            "config": {"vocab_size": 20, "num_triggers": 2, "seq_len": 16, "num_layers": 1, "num_heads": 2,
+                       "hidden_size": 16, "steps": 3, "batch_size": 4},
+            "eval_sequences": 8})
 
 
 EXPECTED = ["training_loss", "attention_maps_softmax", "attention_maps_softpick", "hidden_states",
@@ -61,11 +105,20 @@ EXPECTED = ["training_loss", "attention_maps_softmax", "attention_maps_softpick"
 TABLES = ["analysis_table", "eval_table", "eval_table_all_tasks", "quant_table"]
 
 
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """Every result a figure reads, for both variants."""
+    run = tmp_path_factory.mktemp("results") / "tiny"
+    _write_results(run)
+    _write_later_stages(run)
+    return run
+
+
 def test_make_all_writes_every_file(tmp_path):
     run = tmp_path / "results" / "tiny"
     _write_results(run)
     fig_dir = tmp_path / "figures"
-    written = plots.make_all(run, fig_dir, ["softmax", "softpick"])
+    written = make_all(run, fig_dir, ["softmax", "softpick"])
     names = {p.name for p in written}
     for stem in EXPECTED:
         for ext in ("png", "pdf"):
@@ -88,43 +141,45 @@ def test_make_all_writes_every_file(tmp_path):
 def test_missing_inputs_are_skipped(tmp_path):
     run = tmp_path / "run"
     (run / "softmax").mkdir(parents=True)
-    assert plots.make_all(run, tmp_path / "figs") == []
+    assert make_all(run, tmp_path / "figs") == []
     with pytest.raises(FileNotFoundError):
-        plots.make_all(run, tmp_path / "figs", strict=True)
+        make_all(run, tmp_path / "figs", strict=True)
 
 
 # ------------------------------------------------------------------ figure contents and tables
-def test_figure_names_match_the_snakefile():
-    """Every figure make_all writes is registered in common.smk with a caption file (and vice versa)."""
-    import re
+def test_figure_names_match_the_registry_and_captions():
+    """Every figure make_all writes is registered (softpick.figures, which common.smk lists the rule's outputs from)
+    with a caption file (and vice versa)."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    drawn = [f for f in REGISTRY.values() if f.rule == "figures"]
+    registered = {stem for f in drawn if f.kind == "figure" for stem in f.stems(VARIANTS)}
+    assert set(EXPECTED) | {"claims_over_training"} == registered
+    tables = {f.name for f in drawn if f.kind == "table"}
+    assert set(TABLES) | {"knockout_table", "authors_reference"} == tables
+    for fig in REGISTRY.values():
+        assert (root / "workflow" / "report" / fig.caption).exists(), fig.name
     smk = (root / "workflow" / "rules" / "common.smk").read_text()
-    names = re.search(r"FIGURE_NAMES = \[(.*?)\n\]", smk, re.S).group(1)
-    registered = set(re.findall(r'"([a-z_]+)"', names)) | {f"attention_maps_{v}" for v in ("softmax", "softpick")}
-    assert set(EXPECTED) == registered
-    tables = set(re.findall(r'"([a-z_]+)"', re.search(r"TABLE_NAMES = \[(.*?)\]", smk).group(1)))
-    assert set(TABLES) == tables
-    for name in set(EXPECTED) - {"attention_maps_softmax", "attention_maps_softpick"} | {"attention_maps"} | tables:
-        assert (root / "workflow" / "report" / f"{name}.rst").exists(), name
+    assert "FIGURE_REGISTRY" in smk and "FIGURE_NAMES" not in smk  # no hand list beside the registry
 
 
-def _capture_figures(monkeypatch):
+def _capture_figures(monkeypatch, module):
+    """Keep every figure `module` saves."""
     figs = []
-    real = plots.save_figure
+    real = module.save_figure
 
     def keep(fig, out, caption=None):
         figs.append(fig)
         return real(fig, out, caption)
 
-    monkeypatch.setattr(plots, "save_figure", keep)
+    monkeypatch.setattr(module, "save_figure", keep)
     return figs
 
 
 def test_sink_rate_lines_at_zero_stay_distinguishable(tmp_path, monkeypatch):
     """Issue 10: four series all at 0 % hid each other; each series now differs in x offset and marker style."""
-    figs = _capture_figures(monkeypatch)
+    figs = _capture_figures(monkeypatch, sinks)
     paths = {}
     for v in ("softmax", "softpick"):
         s = {"sink_rate": {"0.2": 0.0, "0.3": 0.0}, "sink_rate_per_layer": {"0.2": [0.0] * 4, "0.3": [0.0] * 4},
@@ -134,7 +189,7 @@ def test_sink_rate_lines_at_zero_stay_distinguishable(tmp_path, monkeypatch):
              "sparsity_per_layer": {"exact_zero_pct": [0.0] * 4, "le_threshold_pct": [0.0] * 4}, "max_len": 256}
         paths[v] = tmp_path / f"{v}.json"
         write_json_atomic(paths[v], s)
-    plots.plot_sink_rate(paths, tmp_path / "sink")
+    sinks.plot_sink_rate(paths, tmp_path / "sink")
     fig = figs[-1]
     sink_axes = [a for a in fig.axes if a.get_title().startswith("Sink rate per layer")]
     assert len(sink_axes) == 2 and "first 64 tokens" in sink_axes[1].get_title()
@@ -159,7 +214,7 @@ def test_eval_table_is_the_papers_table_1_with_missing_values(tmp_path):
                                 "lambada": {"acc": 0.1, "acc_stderr": 0.03, "perplexity": 1234.5},
                                 "piqa": {"acc": 0.6}, "sciq": {"acc": 0.7, "acc_norm": float("nan")}}))
     write_json_atomic(b, {"tasks": {"arc_easy": {"acc": 0.52}}, "perplexity": None})
-    md, tex = plots.write_eval_table({"softmax": a, "softpick": b}, tmp_path / "t1")
+    md, tex = eval_tables.write_eval_table({"softmax": a, "softpick": b}, tmp_path / "t1")
     text = md.read_text()
     lines = [l for l in text.splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -175,7 +230,7 @@ def test_eval_table_is_the_papers_table_1_with_missing_values(tmp_path):
     assert rows["1.8B softmax (paper v4 Table 1) *"][1] == "—"
     assert "different scale" in text and "WikiText" in text
     assert r"\begin{tabular}" in tex.read_text() and "acc\\_norm" in tex.read_text()
-    md2, _ = plots.write_eval_table_all({"softmax": a, "softpick": b}, tmp_path / "all")
+    md2, _ = eval_tables.write_eval_table_all({"softmax": a, "softpick": b}, tmp_path / "all")
     t2 = md2.read_text()
     assert "lambada ppl" in t2 and "1,234.50" in t2 and "—" in t2
 
@@ -190,7 +245,7 @@ def test_analysis_table_short_sink_and_dead_heads_with_missing_values(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     write_json_atomic(a, new)
     write_json_atomic(b, old)  # an analysis file from before these metrics: every new column "—"
-    md, _ = plots.write_analysis_table({"softmax": a, "softpick": b}, tmp_path / "an", "small")
+    md, _ = analysis_table.write_analysis_table({"softmax": a, "softpick": b}, tmp_path / "an", "small")
     lines = [l for l in md.read_text().splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[1:6] == ["sink % ε 0.2 / 0.3, T=64", "sink % ε 0.2 / 0.3, L=256", "sink % ε 0.2 / 0.3, full length",
@@ -234,11 +289,11 @@ def _box_inputs(tmp_path, variant, scale, n_states=5, seed=0):
 
 
 def test_hidden_box_plot_draws_boxes_outliers_and_exact_extremes(tmp_path, monkeypatch):
-    figs = _capture_figures(monkeypatch)
+    figs = _capture_figures(monkeypatch, hidden_states)
     js, nz = {}, {}
     for k, (v, scale) in enumerate((("softmax", 300.0), ("softpick", 30.0))):
         js[v], nz[v], _ = _box_inputs(tmp_path, v, scale, seed=k)
-    paths = plots.plot_hidden_box(js, nz, tmp_path / "box")
+    paths = hidden_states.plot_hidden_box(js, nz, tmp_path / "box")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
     fig = figs[-1]
     axes = [a for a in fig.axes if a.get_yscale() == "symlog"]
@@ -252,7 +307,7 @@ def test_hidden_box_plot_draws_boxes_outliers_and_exact_extremes(tmp_path, monke
     # an analysis written before the box-plot sample existed: no figure, no error
     old = tmp_path / "old.npz"
     np.savez(old, topk_values=np.zeros((5, 4)))
-    assert plots.plot_hidden_box({"softmax": js["softmax"]}, {"softmax": old}, tmp_path / "none") is None
+    assert hidden_states.plot_hidden_box({"softmax": js["softmax"]}, {"softmax": old}, tmp_path / "none") is None
 
 def ev(acc, se, ppl, bits=None):
     d = {"tasks": {"arc_easy": {"acc_norm": acc, "acc_norm_stderr": se}}, "perplexity": {"word_perplexity": ppl}}
@@ -265,9 +320,97 @@ def test_quant_table_marks_differences_within_two_stderr(tmp_path):
                       "sp2": ev(0.40, 0.02, 200.0, 2)}.items():
         paths[name] = tmp_path / f"{name}.json"
         write_json_atomic(paths[name], obj)
-    md, _ = plots.write_quant_table({"softmax": paths["sm"], "softpick": paths["sp"]},
-                                    {"softmax": [paths["sm2"]], "softpick": [paths["sp2"]]}, tmp_path / "q")
+    md, _ = quantization.write_quant_table({"softmax": paths["sm"], "softpick": paths["sp"]},
+                                           {"softmax": [paths["sm2"]], "softpick": [paths["sp2"]]}, tmp_path / "q")
     rows = {l.split(" | ")[0].strip("| "): l for l in md.read_text().splitlines() if l.startswith("| ")}
     assert " 30.00 ± 2.00 " in rows["float"] and " +1.00 (n.s.) " in rows["float"]  # 1 < 2 * 2.83
     assert " +15.00 | " in rows["hqq"] and "(n.s.)" not in rows["hqq"].split(" | ")[4]  # 15 > 5.66
     assert " -100.00 " in rows["hqq"]  # no stderr for word perplexity: never marked
+
+
+# ------------------------------------------------------------------------------------ the registry
+def test_every_registered_figure_draws_exactly_its_declared_outputs(full_run, tmp_path):
+    assert {f.rule for f in REGISTRY.values()} == {"figures", "mechanism_figure", "variants_table"}
+    for name, fig in REGISTRY.items():
+        out_dir = tmp_path / name
+        inputs = registry.find_inputs(fig, full_run, VARIANTS, strict=True)
+        paths = fig.draw(inputs, out_dir / fig.name, "tiny")
+        assert sorted(p.name for p in paths) == sorted(fig.outputs(VARIANTS)), name
+        assert sorted(p.name for p in out_dir.iterdir()) == sorted(fig.outputs(VARIANTS)), name  # nothing else
+        assert all(p.stat().st_size > 0 for p in paths), name
+    # make_all of one rule: its figures to the figure directory, its tables to the table directory
+    for rule, where in (("variants_table", "tables"), ("mechanism_figure", "figs")):
+        written = make_all(full_run, tmp_path / "figs", VARIANTS, table_dir=tmp_path / "tables", strict=True, rule=rule)
+        assert sorted(p.name for p in written) == sorted(f for fig in REGISTRY.values() if fig.rule == rule
+                                                         for f in fig.outputs(VARIANTS))
+        assert {p.parent.name for p in written} == {where}
+    assert "softmax (tiny)" in (tmp_path / "tables" / "variants_table.md").read_text()  # the run label names our rows
+
+
+def test_registry_names_are_unique(monkeypatch):
+    names = [fig.name for module in _families() for fig in module.FIGURES]
+    assert len(names) == len(set(names)) == len(REGISTRY)
+    files = [f for fig in REGISTRY.values() for f in fig.outputs(VARIANTS)]
+    assert len(files) == len(set(files))
+    # a second figure of the same name is refused, naming it
+    from softpick.figures import training
+
+    monkeypatch.setattr(training, "FIGURES", training.FIGURES + (REGISTRY["length_sweep"],))
+    with pytest.raises(ValueError, match="'length_sweep' is registered twice"):
+        registry._discover()
+    # a declaration that names no result file, or no caption file, is refused naming it
+    from softpick.figures import Figure
+
+    with pytest.raises(ValueError, match=r"reads \['sink_json'\]"):
+        Figure("x", "figure", "x.rst", "Analysis", ("sink_json",), lambda *a: [])
+    with pytest.raises(ValueError, match="workflow/report"):
+        Figure("x", "figure", "x.txt", "Analysis", ("eval",), lambda *a: [])
+
+
+def _families():
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    import softpick.figures as package
+
+    modules = [importlib.import_module(f"softpick.figures.{m.name}") for m in pkgutil.iter_modules([str(Path(package.__file__).parent)])]
+    return [m for m in modules if hasattr(m, "FIGURES")]
+
+
+def test_a_figure_with_a_missing_input_names_the_file_and_the_stage(full_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "tiny"
+    shutil.copytree(full_run, run)
+    (run / "knockout" / "softpick.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"knockout/softpick\.json is missing: run the 'knockout' stage"):
+        make_all(run, tmp_path / "figs", VARIANTS, strict=True)
+    assert not (tmp_path / "figs").exists()  # checked before anything is drawn
+    # without strict: the figure is drawn from the variants that have its input, skipped when none has
+    knockout = REGISTRY["knockout_table"]
+    md, _ = knockout.draw(registry.find_inputs(knockout, run, VARIANTS), tmp_path / "knockout_table")
+    assert "| softmax |" in md.read_text() and "| softpick |" not in md.read_text()
+    (run / "knockout" / "softmax.json").unlink()
+    assert registry.find_inputs(knockout, run, VARIANTS) is None
+    # a glob input (the quantized evaluations): the pattern and the quantize stage
+    shutil.rmtree(run / "quant" / "softmax")
+    with pytest.raises(FileNotFoundError, match=r"quant/softmax/\*_\*bit\.json is missing: run the 'quantize' stage"):
+        registry.find_inputs(REGISTRY["quantization"], run, VARIANTS, strict=True)
+    # the other rules' figures: their own inputs
+    (run / "mechanism" / "softmax.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"mechanism/softmax\.json is missing: run the 'mechanism' stage"):
+        make_all(run, tmp_path / "figs", VARIANTS, strict=True, rule="mechanism_figure")
+    (run / "passkey" / "softmax.json").unlink()  # optional for the variants table: "—"
+    assert len(make_all(run, tmp_path / "figs", VARIANTS, strict=True, rule="variants_table")) == 2
+
+
+def test_colours_and_labels_are_the_attention_kinds():
+    from softpick.attention import KINDS, get_kind
+
+    for k in KINDS:
+        assert style.color(k) == get_kind(k).color and style.label_of(k) == get_kind(k).label
+    assert style.color("softmax") == "#D55E00" and style.color("softpick") == "#0072B2"
+    # a variant that is no attention kind: a fixed fallback colour, its name as label
+    assert style.color("my_variant") == style.color("my_variant") and style.color("my_variant").startswith("#")
+    assert style.label_of("my_variant") == "my variant"
