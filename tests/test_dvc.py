@@ -1,4 +1,4 @@
-"""DVC shares a run's artifacts (README "DVC"): the test DAG runs in a scratch git repo made of this
+"""DVC shares a run's artifacts (docs/dvc.md): the test DAG runs in a scratch git repo made of this
 checkout's files, `dvc add` + `dvc push` to the committed default remote (a directory beside the repo),
 then a fresh `git clone` + `dvc pull` + `snakemake --touch` leaves Snakemake nothing to do. A corrupted
 object on the remote is refused by the committed config (remote verify = true)."""
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = "e2e-test"
 TRACKED = (f"results/{RUN}", f"figures/{RUN}")
 SMK = ["--configfile", "configs/test.yaml"]
-# the README's colleague step: pulled files get new mtimes and a fresh clone has no .snakemake/ records, so
+# the colleague step of docs/dvc.md: pulled files get new mtimes and a fresh clone has no .snakemake/ records, so
 # Snakemake would rerun jobs; --touch marks the pulled outputs up to date in DAG order. `&&`: only after a
 # complete pull (a --touch over missing files exits 0 without creating them).
 PULL = "dvc pull && snakemake --touch --cores 1 --configfile configs/test.yaml"
@@ -69,7 +69,7 @@ def shared(tmp_path_factory):
     run(origin, "git", "add", "-A")
     run(origin, "git", "commit", "-qm", "checkout")
     run(origin, "snakemake", "--cores", "2", *SMK)
-    # the README's "after a run" commands
+    # the "after a run" commands of docs/dvc.md
     run(origin, "dvc", "add", *TRACKED)
     run(origin, "git", "add", "-A")
     run(origin, "git", "commit", "-qm", f"artifacts of {RUN}")
@@ -108,7 +108,7 @@ def test_clone_pull_touch_leaves_nothing_to_do(shared):
     status = out(run(work, "dvc", "status"))
     assert f"results/{RUN}.dvc" in status and "modified" in status, status
     # and the user's own edit of a stage's code reruns that stage (mtime newer than the pulled outputs)
-    code = work / "src" / "softpick" / "analysis.py"
+    code = work / "src" / "softpick" / "analysis" / "sinks.py"
     code.write_text(code.read_text() + "\n# edited\n")
     jobs = out(run(work, "snakemake", "-n", *SMK))
     assert "rule analyze" in jobs and "rule train" not in jobs and "rule evaluate" not in jobs, jobs

@@ -140,13 +140,20 @@ def test_derived_code_follows_the_imports():
             f"{lib}/attention/triton/ops.py", f"{lib}/stages/train.py"} <= train
     kinds = {f"{lib}/attention/kinds/{p.name}" for p in (REPO / lib / "attention" / "kinds").glob("*.py")}
     assert kinds <= train
-    assert not any("lm_eval_tasks" in p or "quantize" in p or "cli.py" in p for p in train)
+    assert not any("lm_eval_tasks" in p or "/quantize/" in p or p.endswith("cli.py") for p in train)
     tasks = {f"{lib}/lm_eval_tasks/{p.name}" for p in (REPO / lib / "lm_eval_tasks").iterdir() if p.suffix in (".yaml", ".py")}
     assert tasks and tasks <= evaluate and f"{lib}/attention/triton/kernels.py" in evaluate
     assert f"{lib}/train.py" not in evaluate
-    assert data == {f"{lib}/{p}" for p in ("atomic.py", "data.py", "slimpajama.py", "stages/base.py", "stages/data.py")}
+    data_package = {f"{lib}/{p.relative_to(REPO / lib).as_posix()}" for p in (REPO / lib / "data").rglob("*.py")}
+    schemas = {f"workflow/schemas/{p.name}" for p in (REPO / "workflow" / "schemas").glob("*.json")}
+    assert data_package | schemas | {f"{lib}/stages/data.py", f"{lib}/schema.py"} <= data  # it validates its section
+    assert not any(p.endswith(("model.py", "train.py", "evaluate.py")) or "/attention/" in p or "/quantize/" in p
+                   for p in data), data
     assert tasks <= set(stage_code("quantize")) and f"{lib}/quantize/gptq.py" in stage_code("quantize")
-    assert {f"{lib}/figures/{p.name}" for p in (REPO / lib / "figures").glob("*.py")} <= set(stage_code("figures"))
+    # the figure modules softpick.figures.registry imports by name (PACKAGE_FILES), and what they import
+    figures = set(stage_code("figures"))
+    assert {f"{lib}/figures/{p.name}" for p in (REPO / lib / "figures").glob("*.py")} <= figures
+    assert f"{lib}/attention/kinds/softpick.py" in figures and f"{lib}/model.py" not in figures
     assert all((REPO / p).is_file() for s in REGISTRY for p in stage_code(s))
 
 
@@ -199,7 +206,8 @@ def test_no_import_cycle():
     assert find_cycle(import_graph(top_level_only=True)) is None
     graph = import_graph()
     for a, b in (("config", "train"), ("config", "tracking"), ("cli", "mechanism"), ("quantize.rtn", "quantize.activation"),
-                 ("model", "hf_export"), ("config", "quantize"), ("evaluate", "config"), ("checkpoint", "stages.registry")):
+                 ("model", "hf_export"), ("config", "quantize"), ("evaluate", "config"), ("checkpoint", "stages.registry"),
+                 ("config", "data")):
         a, b = f"softpick.{a}", f"softpick.{b}"
         assert not (b in closure({a}, graph) and a in closure({b}, graph)), (a, b)
     assert "softpick.train" not in closure({"softpick.config"}, graph)

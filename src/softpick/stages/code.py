@@ -6,10 +6,10 @@ relative and absolute softpick imports alike, and the package __init__ of every 
 (Python runs it), except the packages holding the importing module itself (stages/__init__.py, the
 registry, imports every stage module: each stage would depend on all of them). softpick/__init__.py itself is left out: every module imports it (it holds the version
 and the transformers registration), so listing it would make each of its edits rerun the whole DAG.
-Besides Python modules, a module lists the other package files it reads at run time in a module-level
-tuple PACKAGE_FILES of globs relative to the package directory (e.g. evaluate.py: the lm-eval task
-YAMLs); those of every module in the closure count, with symlinks resolved (the schemas under
-_resources/ are workflow/schemas/).
+Besides its imports, a module lists the other package files it reads at run time in a module-level
+tuple PACKAGE_FILES of globs relative to the package directory (evaluate.py: the lm-eval task YAMLs;
+figures/registry.py: the figure modules it imports by name, which are then followed like imports);
+those of every module in the closure count, with symlinks resolved.
 
     python -c "from softpick.stages.registry import stage_code; print(stage_code('train'))"
 
@@ -169,12 +169,19 @@ def code_files(modules: list[str], package_dir: Path = PACKAGE_DIR) -> list[Path
     if unknown:
         raise ValueError(f"no module {', '.join(unknown)} under {package_dir}")
     graph = import_graph(package_dir)
-    out = set()
-    for module in closure(set(modules), graph) - {PACKAGE}:
-        out.add(files[module].resolve())
-        for pattern in package_files(files[module]):
-            matched = sorted(package_dir.glob(pattern))
-            if not matched:
-                raise ValueError(f"{files[module]}: PACKAGE_FILES glob {pattern!r} matches nothing under {package_dir}")
-            out.update(p.resolve() for p in matched if p.is_file())
+    by_file = {path.resolve(): module for module, path in files.items()}
+    out: set[Path] = set()
+    todo, seen = set(modules), set()
+    while todo:  # the closure, grown by the modules PACKAGE_FILES names
+        new = closure(todo, graph) - seen - {PACKAGE}
+        seen |= new
+        todo = set()
+        for module in new:
+            out.add(files[module].resolve())
+            for pattern in package_files(files[module]):
+                matched = [p.resolve() for p in sorted(package_dir.glob(pattern)) if p.is_file()]
+                if not matched:
+                    raise ValueError(f"{files[module]}: PACKAGE_FILES glob {pattern!r} matches nothing under {package_dir}")
+                out.update(matched)
+                todo |= {by_file[p] for p in matched if p in by_file} - seen
     return sorted(out)

@@ -1,4 +1,4 @@
-"""data: corpus -> tokenizer -> token files + manifest (softpick.data; SlimPajama's validation split: softpick.slimpajama)."""
+"""data: corpus -> tokenizer -> token files + manifest (softpick.data; every data.source)."""
 from __future__ import annotations
 
 from .base import Job, Stage, manifest_files
@@ -6,10 +6,8 @@ from .base import Job, Stage, manifest_files
 
 def run(job: Job):
     from ..data import prepare_data
-    from ..slimpajama import SOURCE, prepare_slimpajama_val
 
-    prepare = prepare_slimpajama_val if job.config["data"].get("source") == SOURCE else prepare_data
-    prepare(job.config["data"], job.data_dir, seed=job.config["seed"])
+    prepare_data(job.config["data"], job.data_dir, seed=job.config["seed"])
     return manifest_files(job.data_dir)
 
 

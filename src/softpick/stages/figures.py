@@ -1,31 +1,31 @@
-"""figures: every figure and table of the run (softpick.plots.make_all)."""
+"""figures: every figure and table of the run (softpick.figures, the figures of rule `figures`)."""
 from __future__ import annotations
 
 from .base import Job, Stage
 
-# Where the figures find each result under results/<run>/ (the rules write them there).
-RESULT_LAYOUT = {
-    "train_log": "models/{variant}/train_log.jsonl",
-    "analysis_json": "analysis/{variant}.json",
-    "analysis_npz": "analysis/{variant}.npz",
-    "eval": "eval/{variant}.json",
-    "quant_glob": "quant/{variant}/*bit.json",
-    "dynamics": "dynamics/{variant}.json",
-    "knockout": "knockout/{variant}.json",
-}
+
+def draw(job: Job, rule: str):
+    """The registry's figures of `rule` from the run's results (strict: a missing input names its stage)."""
+    from ..figures import make_all
+
+    return make_all(job.results, job.paths["figures"], job.config["variants"], table_dir=job.paths["tables"],
+                    run_label=job.config["run_name"], strict=True, rule=rule)
+
+
+def result_files(job: Job, rule: str):
+    """The result files the figures of `rule` read that exist (the log header's inputs)."""
+    from ..figures import figures_of
+    from ..figures.results import find
+
+    keys = dict.fromkeys(k for fig in figures_of(rule) for k in (*fig.reads, *fig.optional))
+    found = [p for key in keys for v, ps in find(job.results, key, job.config["variants"]).items()
+             for p in (ps if isinstance(ps, list) else [ps])]
+    return sorted(map(str, found))
 
 
 def run(job: Job):
-    from ..plots import make_all
-
-    return make_all(job.results, job.paths["figures"], job.config["variants"], layout=RESULT_LAYOUT,
-                    table_dir=job.paths["tables"], run_label=job.config["run_name"], strict=True)
-
-
-def inputs(job: Job):
-    return sorted(p for sub in ("eval", "quant", "analysis", "dynamics", "knockout")
-                  for p in (job.results / sub).rglob("*.json"))
+    return draw(job, "figures")
 
 
 STAGE = Stage("figures", "every figure and table of the run", run, sections=("run_name", "variants", "quantize"),
-              inputs=inputs)
+              inputs=lambda job: result_files(job, "figures"))

@@ -1,19 +1,13 @@
-"""mechanism_figure: the mechanism results of every variant side by side (softpick.mechanism.plot_mechanism)."""
+"""mechanism_figure: the mechanism results of every variant side by side (softpick.figures.mechanism)."""
 from __future__ import annotations
 
-from .base import Job, Stage, require
+from .base import Job, Stage
+from .figures import draw, result_files
 
 
 def run(job: Job):
-    from ..mechanism import plot_mechanism
-
-    jsons = {v: require(job.results / "mechanism" / f"{v}.json", f"mechanism --variant {v}")
-             for v in job.config["variants"]}
-    return plot_mechanism(jsons, job.paths["figures"] / "mechanism")
+    return draw(job, "mechanism_figure")
 
 
-def inputs(job: Job):
-    return sorted((job.results / "mechanism").glob("*.json"))
-
-
-STAGE = Stage("mechanism_figure", "the mechanism figure of every variant", run, sections=("variants",), inputs=inputs)
+STAGE = Stage("mechanism_figure", "the mechanism figure of every variant", run, sections=("variants",),
+              inputs=lambda job: result_files(job, "mechanism_figure"))
