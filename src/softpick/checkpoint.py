@@ -64,7 +64,8 @@ STALE_SETS_KEPT = 3  # checkpoint sets of other fingerprints kept beside the che
 STALE_LOG = "train_log.jsonl"  # a stale set's copy of its training's log
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The code a training runs: the train stage's (softpick.stages.code, what the train rule lists), but the
-# exporter: its edit reruns the train rule, which resumes from the final checkpoint and re-exports.
+# exporter (its edit reruns the train rule, which resumes from the final checkpoint and re-exports) and the
+# config schemas outside the package (they only validate: an edit reruns the rule, which resumes).
 TRAIN_STAGE_MODULE = "softpick.stages.train"
 EXPORT_ONLY_CODE = ("hf_export.py",)
 
@@ -76,7 +77,8 @@ def say(message: str) -> None:
 
 # ----------------------------------------------------------------------------- fingerprint
 def training_code_files(root: Path = PACKAGE_DIR) -> list[Path]:
-    """The source files of the train stage under root (a package dir), sorted, without EXPORT_ONLY_CODE."""
+    """The source files of the train stage under root (a package dir), sorted, without EXPORT_ONLY_CODE and
+    the files outside root (the schemas, linked from root/_resources)."""
     from .stages.code import code_files
 
     root = Path(root).resolve()
