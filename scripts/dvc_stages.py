@@ -48,7 +48,7 @@ LARGE_CORPUS_STAGE = "corpus-large"
 # a save_pretrained directory: more files than the DAG declares, loaded (and verified) as a whole
 ATOMIC_MARKERS = ("model.safetensors", "tokenizer.json")
 HEADER = ("# Written by scripts/dvc_stages.py from configs/*.yaml (do not edit: rerun the script; "
-          "tests/test_dvc.py checks it).\n# One stage per run: its Snakemake DAG, deps = configs + code + corpus, "
+          "tests/test_dvc_stages.py checks it).\n# One stage per run: its Snakemake DAG, deps = configs + code + corpus, "
           "outs = results/<run>, figures/<run>.\n")
 USAGE = re.compile(r"^#\s+snakemake\s.*?--configfile\s+(?P<files>[^\\#]+)")
 
@@ -169,15 +169,16 @@ def config_paths(root: Path = REPO) -> list[str]:
 
 
 def stages(root: Path = REPO) -> dict:
-    runs: dict[str, dict] = {}
-    seen: dict[str, str] = {}
+    found: dict[str, tuple[str, list[str], dict]] = {}  # run -> (config path, its --configfile list, config)
     for path in config_paths(root):
         files = config_files(path, root)
         config = run_config(files, root)
         run = config["run_name"]
-        if run in seen:
-            raise StageError(f"config key 'run_name': {path} and {seen[run]} both name the run {run!r}")
-        seen[run] = path
+        if run in found:
+            raise StageError(f"config key 'run_name': {path} and {found[run][0]} both name the run {run!r}")
+        found[run] = (path, files, config)
+    runs: dict[str, dict] = {}
+    for run, (path, files, config) in found.items():
         cmd = "snakemake --cores all" + (" --configfile " + " ".join(files) if files else "")
         deps = [DEFAULT, *files, *CODE, *corpus_deps(config, root), TASKS]
         runs[run] = {"cmd": cmd, "deps": list(dict.fromkeys(deps)),
