@@ -89,7 +89,7 @@ def shared(tmp_path_factory):
     assert f"Running stage '{RUN}'" in out(repro) and "rule train" in out(repro), out(repro)
     lock = yaml.safe_load((origin / "dvc.lock").read_text())["stages"]
     assert list(lock) == [RUN]
-    assert [o["path"] for o in lock[RUN]["outs"]] == list(TRACKED)
+    assert sorted(o["path"] for o in lock[RUN]["outs"]) == sorted(TRACKED)
     # nothing but dvc.lock to commit: the top-level .gitignore already ignores the run directories
     assert run(origin, "git", "status", "--porcelain").stdout.split() == ["??", "dvc.lock"]
     run(origin, "git", "add", "dvc.lock")
@@ -137,12 +137,9 @@ def test_clone_pull_touch_leaves_nothing_to_do(shared):
     status = out(run(work, "dvc", "status", RUN))
     assert "changed deps" in status and "src/softpick" in status, status
     # ... also through `dvc repro`: DVC reruns the stage's command, Snakemake only what the edit touches;
-    # persist keeps the outputs (and the models) in place
-    model = work / "results" / RUN / "models" / "softpick" / "model.safetensors"
-    model_mtime = model.stat().st_mtime_ns
+    # persist keeps the outputs in place (without it DVC would delete them first and everything would rerun)
     repro = out(run(work, "dvc", "repro", RUN))
     assert "rule analyze" in repro and "rule train" not in repro and "rule evaluate" not in repro, repro
-    assert model.stat().st_mtime_ns == model_mtime
     assert UP_TO_DATE in out(run(work, "dvc", "status", RUN))
 
 
