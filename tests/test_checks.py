@@ -411,7 +411,7 @@ def test_bad_arguments_are_named_by_the_stage_parser(argv, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_stage_invocation_of_the_readme_still_runs(tmp_path, monkeypatch, restore_tqdm, capsys):
+def test_stage_invocation_of_the_docs_still_runs(tmp_path, monkeypatch, restore_tqdm, capsys):
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["data", "--set", "data.max_documents=6", "--set", "data.val_documents=2", "--set", "data.val_fraction=null",
                    "--set", "data.tokenizer.vocab_size=300"])

@@ -1,4 +1,4 @@
-"""DVC shares whole runs through the stages of dvc.yaml (scripts/dvc_stages.py): in a scratch git repo made of
+"""DVC shares whole runs through the stages of dvc.yaml (docs/dvc.md, scripts/dvc_stages.py): in a scratch git repo made of
 this checkout's files, `dvc repro e2e-test` runs the test DAG through Snakemake and `dvc push` sends it to the
 committed default remote (a directory beside the repo); a fresh `git clone` + `dvc pull e2e-test` +
 `snakemake --touch` leaves Snakemake nothing to do. A corrupted object on the remote is refused by the
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = "e2e-test"  # configs/test.yaml's run_name = its stage
 TRACKED = (f"results/{RUN}", f"figures/{RUN}")
 SMK = ["--configfile", "configs/test.yaml"]
-# the colleague's step: pulled files get new mtimes and a fresh clone has no .snakemake/ records, so
+# the colleague step of docs/dvc.md: pulled files get new mtimes and a fresh clone has no .snakemake/ records, so
 # Snakemake would rerun jobs; --touch marks the pulled outputs up to date in DAG order. `&&`: only after a
 # complete pull (a --touch over missing files exits 0 without creating them).
 PULL = f"dvc pull {RUN} && snakemake --touch --cores 1 --configfile configs/test.yaml"
@@ -130,7 +130,7 @@ def test_clone_pull_touch_leaves_nothing_to_do(shared):
     assert "changed outs" in status and "modified" in status and f"results/{RUN}" in status, status
     ev.write_text(good)
     # and the user's own edit of a stage's code reruns that stage (mtime newer than the pulled outputs) ...
-    code = work / "src" / "softpick" / "analysis.py"
+    code = work / "src" / "softpick" / "analysis" / "sinks.py"
     code.write_text(code.read_text() + "\n# edited\n")
     jobs = out(run(work, "snakemake", "-n", *SMK))
     assert "rule analyze" in jobs and "rule train" not in jobs and "rule evaluate" not in jobs, jobs

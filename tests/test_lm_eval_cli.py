@@ -1,6 +1,6 @@
 """The lm_eval command line evaluates an exported model like any Hub model: `--model hf` with
 trust_remote_code, our task YAMLs through `--include_path` as shipped, in a process that cannot import
-softpick; with the README's protocol flags it reproduces the pipeline's own evaluation."""
+softpick; with the protocol flags of docs/loading.md it reproduces the pipeline's own evaluation."""
 import json
 
 import pytest
@@ -9,7 +9,7 @@ import softpick.evaluate as ev
 from test_hf_loading import export_tiny_model, fresh_python
 
 LIMIT = 4
-# the README's command line (the pinned protocol of softpick.evaluate)
+# the command line of docs/loading.md (the pinned protocol of softpick.evaluate)
 PROTOCOL_MODEL_ARGS = "dtype=float32,max_length=256,add_bos_token=False"
 PROTOCOL_FLAGS = ["--num_fewshot", "0", "--batch_size", "8", "--seed", "1234", "--device", "cpu"]
 

@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .analysis import sink_rate, sink_rate_per_layer, sink_scores
+from .analysis import Batch, PassInfo, SinkRate, sink_rate, sink_scores
 from .atomic import write_json_atomic
 
 __all__ = [
@@ -309,6 +309,8 @@ def measure(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator) ->
     trans = torch.from_numpy(task.transition)
     is_trigger = task.is_trigger
     parts: dict[str, list] = {}
+    sinks = SinkRate(cfg["sink_eps"])  # the analysis's sink-rate accumulator
+    sinks.begin(PassInfo(num_docs=n_total))
     sums = {k: 0.0 for k in ("copy_hit", "copy_n", "bigram_hit", "bigram_agree", "bigram_n", "bayes_hit",
                              "bayes_expected", "first_hit", "first_n", "nll_copy", "nll_bigram", "nll_bayes", "nll_all", "n_all")}
     norms = []
@@ -319,8 +321,10 @@ def measure(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator) ->
             x = torch.from_numpy(task.sample(rng, b, T + 1))
             inp, tgt = x[:, :-1], x[:, 1:]
             out = model(input_ids=inp, output_attentions=True, output_hidden_states=True)
+            sinks.observe(Batch(idx=np.arange(done, done + b), ids=inp, mask=None, attentions=out.attentions))
             for k, v in attention_measures(out.attentions, inp, is_trigger, m).items():
-                parts.setdefault(k, []).append(v)
+                if k != "sink":  # measured by `sinks`
+                    parts.setdefault(k, []).append(v)
             hs = torch.stack([h.detach().norm(dim=-1) for h in out.hidden_states])  # [S, B, T]
             norms.append(hs.to(torch.float64))
             logp = torch.log_softmax(out.logits.double(), dim=-1)
@@ -348,17 +352,15 @@ def measure(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator) ->
             done += b
     arr = {k: np.concatenate(v, axis=-1) if k != "map_sum" else np.sum(v, axis=0) for k, v in parts.items()}
     norms = torch.cat(norms, dim=1).numpy()  # [S, N, T]
-    L = len(arr["sink"])
-    eps_list = cfg["sink_eps"]
+    L = sinks.scores.shape[0]
     bos_norm = norms[:, :, 0].mean(axis=1)
     other_norm = norms[:, :, 1:].mean(axis=(1, 2))
     s = sums
     return {
         "eval_sequences": n_total,
         "trigger_query_fraction": s["copy_n"] / (s["copy_n"] + s["bigram_n"]),
-        "sink_rate": {f"{e:g}": sink_rate(arr["sink"], e) for e in eps_list},
-        "sink_rate_per_layer": {f"{e:g}": sink_rate_per_layer(arr["sink"], e) for e in eps_list},
-        "sink_score_mean": _nanmean(arr["sink"], axis=-1).tolist(),  # [L][H]
+        **sinks.rates(),  # sink_rate, sink_rate_per_layer
+        "sink_score_mean": sinks.score_means().tolist(),  # [L][H]
         "bos_attention": {
             "trigger_queries": float(_nanmean(arr["bos_trigger"])),
             "non_trigger_queries": float(_nanmean(arr["bos_other"])),

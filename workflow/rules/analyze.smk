@@ -20,6 +20,7 @@ rule analyze:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["analysis"]["batch_size"], config["analysis"]["max_len"]),
         mem_mb=8000,
         runtime=60,
     script:

@@ -6,6 +6,7 @@ FIGDIR = f"figures/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCH = f"logs/{RUN}/benchmarks"
 LIB = "src/softpick"
+ANALYSIS = sorted(glob.glob(f"{LIB}/analysis/*.py"))  # the analysis package: every accumulator module
 
 # Library code each stage runs: editing it reruns that stage and what depends on it.
 CODE = {
@@ -15,11 +16,11 @@ CODE = {
     "train": [f"{LIB}/train.py", f"{LIB}/checkpoint.py", f"{LIB}/hf_export.py"],
     "evaluate": [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
     "quantize": [f"{LIB}/quantize/{m}.py" for m in ("__init__", "rtn", "hqq", "bnb", "gptq", "activation")] + [f"{LIB}/evaluate.py", f"{LIB}/finite.py"],
-    "analyze": [f"{LIB}/analysis.py", f"{LIB}/finite.py"],
-    "dynamics": [f"{LIB}/dynamics.py", f"{LIB}/analysis.py", f"{LIB}/finite.py"],
-    "knockout": [f"{LIB}/knockout.py", f"{LIB}/finite.py"],
+    "analyze": [*ANALYSIS, f"{LIB}/finite.py"],
+    "dynamics": [f"{LIB}/dynamics.py", *ANALYSIS, f"{LIB}/finite.py"],
+    "knockout": [f"{LIB}/knockout.py", *ANALYSIS, f"{LIB}/finite.py"],
     "passkey": [f"{LIB}/passkey.py", f"{LIB}/finite.py"],
-    "mechanism": [f"{LIB}/mechanism.py", f"{LIB}/analysis.py", f"{LIB}/data.py", f"{LIB}/atomic.py"],
+    "mechanism": [f"{LIB}/mechanism.py", *ANALYSIS, f"{LIB}/data.py", f"{LIB}/atomic.py"],
     "figures": [f"{LIB}/plots.py"],
 }
 
@@ -84,3 +85,14 @@ def eval_gpu_mem_gb(wildcards=None):
     ecfg = config["eval"]
     vocab = config["data"]["tokenizer"].get("vocab_size", 32000)
     return max(1, round(4 * 2.5 * ecfg.get("batch_size", 64) * ecfg.get("max_length", 1024) * vocab / 2**30 + 1))
+
+
+# GPU memory of a forward pass that keeps every layer's attention map (analyze / dynamics / knockout / passkey):
+# fp32 maps of batch x heads x length^2 for all layers plus two working copies, and the logits. Without it
+# Snakemake started both analyze jobs beside 15 quantize jobs and they ran the H200 out of memory.
+def model_pass_gpu_mem_gb(batch_size, length):
+    mcfg = config["model"]
+    vocab = config["data"]["tokenizer"].get("vocab_size", 32000)
+    maps = 4 * batch_size * mcfg["num_attention_heads"] * length**2 * (mcfg["num_hidden_layers"] + 2)
+    logits = 4 * 2 * batch_size * length * vocab
+    return max(1, round((maps + logits) / 2**30 + 2))

@@ -25,6 +25,7 @@ rule dynamics:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["analysis"]["batch_size"], config["analysis"]["max_len"]),
         mem_mb=8000,
         runtime=60,
     script:
@@ -54,6 +55,7 @@ rule knockout:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["knockout"]["batch_size"], config["analysis"]["max_len"]),
         mem_mb=8000,
         runtime=60,
     script:

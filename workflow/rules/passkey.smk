@@ -24,6 +24,7 @@ rule passkey:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["passkey"]["batch_size"], max(config["passkey"]["lengths"])),
         mem_mb=4000,
         runtime=60,
     script:
