@@ -3,8 +3,8 @@
 
     python scripts/seed_table.py --runs small small-seed2 --out results/seeds/small
 
-Reads results/<run>/ as the pipeline writes it (models/<variant>/train_summary.json, eval/, analysis/,
-quant/) and writes <out>.json (every value per seed) and <out>.md. A metric a run lacks is left out of
+Reads results/<run>/ as the pipeline writes it (the training log models/<variant>.train_log.jsonl, or
+models/<variant>/train_summary.json where the model directory is present, eval/, analysis/, quant/) and writes <out>.json (every value per seed) and <out>.md. A metric a run lacks is left out of
 that metric's mean, and the table says over how many seeds each cell is ("n").
 """
 from __future__ import annotations
@@ -26,12 +26,26 @@ def _read(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def final_val_loss(run_dir: Path, variant: str) -> float | None:
+    """The last validation loss of the training: train_summary.json (in the model directory, which published
+    runs share through DVC) or else the last record with one in the training log (published in git)."""
+    summary = _read(run_dir / "models" / variant / "train_summary.json")
+    if summary:
+        return summary["final_val_loss"]
+    log = run_dir / "models" / f"{variant}.train_log.jsonl"
+    if not log.exists():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    losses = [r["val_loss"] for r in records if r.get("val_loss") is not None]
+    return losses[-1] if losses else None
+
+
 def run_metrics(run_dir: Path, variant: str) -> dict:
     """Every headline number of one trained model of one run (missing files give no entry)."""
     out = {}
-    summary = _read(run_dir / "models" / variant / "train_summary.json")
-    if summary:
-        out["val loss (final, train log)"] = summary["final_val_loss"]
+    val_loss = final_val_loss(run_dir, variant)
+    if val_loss is not None:
+        out["val loss (final, train log)"] = val_loss
     ev = _read(run_dir / "eval" / f"{variant}.json")
     if ev:
         out["word perplexity"] = ev["perplexity"]["word_perplexity"]

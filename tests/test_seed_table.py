@@ -11,7 +11,11 @@ SCRIPT = ROOT / "scripts" / "seed_table.py"
 def _fake_run(root: Path, name: str, val_loss: dict, ppl: dict, quant_ppl: dict | None = None):
     for v in ("softmax", "softpick"):
         (root / name / "models" / v).mkdir(parents=True)
-        (root / name / "models" / v / "train_summary.json").write_text(json.dumps({"final_val_loss": val_loss[v]}))
+        if name == "a":  # a model directory with its summary
+            (root / name / "models" / v / "train_summary.json").write_text(json.dumps({"final_val_loss": val_loss[v]}))
+        else:  # a published run: only the training log is in git
+            log = [{"step": 1, "val_loss": 9.0}, {"step": 2, "loss": 1.0}, {"step": 3, "val_loss": val_loss[v]}]
+            (root / name / "models" / f"{v}.train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
         (root / name / "eval").mkdir(exist_ok=True)
         tasks = {"piqa": {"acc": 0.5, "acc_norm": 0.6}, "boolq": {"acc": 0.4}}
         (root / name / "eval" / f"{v}.json").write_text(json.dumps({"tasks": tasks, "perplexity": {"word_perplexity": ppl[v]}}))
