@@ -3,6 +3,7 @@ resolves to a file of the checkout (and to a heading, when it names an anchor), 
 no tracked file points outside the repository at the notes the project was built from."""
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -122,3 +123,114 @@ def test_no_tracked_file_refers_outside_the_repository():
         data = path.read_bytes()
         offenders += [f"{path.relative_to(REPO)}: {ref}" for ref in OUTSIDE_REFERENCES if ref.encode() in data]
     assert not offenders, "files refer to notes outside the repository (cite docs/paper.md instead): " + ", ".join(offenders)
+
+
+# Backticked repository paths and softpick modules named in README / docs must exist in the checkout.
+REPO_PATH = re.compile(r"""(?<![\w./~-])((?:src|workflow|configs|scripts|tests|benchmarks|results|figures|data)/[^\s`'"()\[\]]*)""")
+MODULE = re.compile(r"(?<![\w./-])(softpick(?:\.\w+)+)")
+# run directories written by a run (not committed): a path under one is checked only when the run is in the checkout
+RUN_OUTPUT_ROOTS = ("results", "figures")
+GENERATED = ("data/corpus-large/corpus.jsonl.xz",)  # built by scripts/build_large_corpus.py, ignored by git
+
+
+def backticked(text: str) -> list[str]:
+    return [m.group(0).strip("`") for m in CODE_SPAN.finditer(text)]
+
+
+def named_paths(text: str) -> list[str]:
+    out = []
+    for span in backticked(FENCE.sub("", text)):
+        span = re.sub(r"--out[= ]\S+", "", span)  # what a command writes need not exist yet
+        out += [p.rstrip(".,:;)") for p in REPO_PATH.findall(span)]
+    return out
+
+
+def named_modules(text: str) -> list[str]:
+    return [m.rstrip(".") for span in backticked(FENCE.sub("", text)) for m in MODULE.findall(span)]
+
+
+def is_pattern(path: str) -> bool:
+    return any(c in path for c in "<>*{}[]") or "…" in path or "..." in path
+
+
+def path_problem(path: str, root: Path = REPO) -> str | None:
+    if is_pattern(path) or path in GENERATED:
+        return None
+    parts = path.rstrip("/").split("/")
+    if parts[0] in RUN_OUTPUT_ROOTS and len(parts) > 1 and not (root / parts[0] / parts[1]).exists():
+        return None  # a run's output that this checkout does not carry (results/tiny/ ...)
+    return None if (root / path).exists() else f"{path}: no such file or directory"
+
+
+def top_level_names(source: Path) -> dict[str, ast.AST]:
+    names: dict[str, ast.AST] = {}
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for leaf in ast.walk(target):
+                    if isinstance(leaf, ast.Name):
+                        names[leaf.id] = node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names[(alias.asname or alias.name).split(".")[0]] = node
+    return names
+
+
+def module_problem(dotted: str, root: Path = REPO) -> str | None:
+    """softpick.a.b[.name[.attr]]: the longest module prefix must be a file of src/, the next name defined in it
+    (and, for a class, the name after it one of its members)."""
+    parts = dotted.split(".")
+    base = root / "src"
+    i = 0
+    while i < len(parts) and ((base / parts[i]).is_dir() or (base / f"{parts[i]}.py").is_file()):
+        base = base / parts[i]
+        i += 1
+    if i == len(parts):
+        return None
+    source = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+    if not source.is_file():
+        return f"{dotted}: no module {'.'.join(parts[:i])}"
+    names = top_level_names(source)
+    node = names.get(parts[i])
+    if node is None:
+        return f"{dotted}: {'.'.join(parts[:i])} defines no {parts[i]}"
+    if i + 1 < len(parts) and isinstance(node, ast.ClassDef):
+        members = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        members |= {leaf.id for n in node.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for leaf in ast.walk(n) if isinstance(leaf, ast.Name)}
+        if parts[i + 1] not in members:
+            return f"{dotted}: class {parts[i]} has no {parts[i + 1]}"
+    return None
+
+
+def stale_names(path: Path, root: Path = REPO) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    problems = [path_problem(p, root) for p in named_paths(text)]
+    problems += [module_problem(m, root) for m in named_modules(text)]
+    return sorted({p for p in problems if p})
+
+
+def test_the_name_checker_finds_stale_names(tmp_path):
+    (tmp_path / "src" / "softpick" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "softpick" / "__init__.py").write_text("")
+    (tmp_path / "src" / "softpick" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "src" / "softpick" / "pkg" / "mod.py").write_text("class Thing:\n    def go(self): ...\nVALUE = 1\n")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "a.yaml").write_text("")
+    (tmp_path / "results" / "kept").mkdir(parents=True)
+    (tmp_path / "page.md").write_text(
+        "`configs/a.yaml` `configs/b.yaml` `results/tiny/x.json` `results/kept/x.json` `configs/<scale>.yaml`\n"
+        "`softpick.pkg.mod.Thing.go` `softpick.pkg.mod.VALUE` `softpick.pkg.mod.gone` `softpick.pkg.mod.Thing.stop`\n"
+        "`python -m softpick.pkg` `softpick.nothing` `tool --out configs/new`\n```\nconfigs/c.yaml softpick.fenced\n```\n")
+    assert stale_names(tmp_path / "page.md", root=tmp_path) == [
+        "configs/b.yaml: no such file or directory", "results/kept/x.json: no such file or directory",
+        "softpick.nothing: softpick defines no nothing", "softpick.pkg.mod.Thing.stop: class Thing has no stop",
+        "softpick.pkg.mod.gone: softpick.pkg.mod defines no gone"]
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_backticked_repository_names_exist(path):
+    stale = stale_names(path)
+    assert not stale, f"{path.relative_to(REPO)} names what the checkout lacks: " + "; ".join(stale)
