@@ -140,7 +140,7 @@ def backticked(text: str) -> list[str]:
 def named_paths(text: str) -> list[str]:
     out = []
     for span in backticked(FENCE.sub("", text)):
-        span = re.sub(r"--out[= ]\S+", "", span)  # what a command writes need not exist yet
+        span = re.sub(r"--out[=\s]+\S+", "", span)  # what a command writes need not exist yet
         out += [p.rstrip(".,:;)") for p in REPO_PATH.findall(span)]
     return out
 
