@@ -24,6 +24,7 @@ if config.get("models_from"):
 else:
     include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/quantize.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/passkey.smk"

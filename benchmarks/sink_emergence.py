@@ -40,7 +40,9 @@ def main() -> int:
     from softpick.atomic import write_json_atomic
     from softpick.config import load_config, run_paths
     from softpick.data import load_tokens
-    from softpick.train import build_model, list_checkpoints, resolve_device
+    from softpick.loading import resolve_device
+    from softpick.model import build_model
+    from softpick.train import list_checkpoints
 
     config = load_config(a.config, a.set)
     paths = run_paths(config, ROOT)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -51,36 +52,74 @@ def tiny_config():
 
 # ----------------------------------------------------------------------------- the test DAG, run once
 REPO = Path(__file__).resolve().parents[1]
-E2E_RUN = "e2e-test"  # run_name of configs/test.yaml
+E2E_RUN = "e2e-test"  # run_name of configs/test.yaml, and its stage in dvc.yaml
 
 
-def snakemake_test_dag(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """`snakemake --cores 2 --configfile configs/test.yaml ARGS` in workdir (timeout: a hang guard only)."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/test.yaml", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+def tool(cwd: Path, *cmd: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """cmd in cwd with this Python's dvc / snakemake, cwd's src/ first and a git identity; a failure (check)
+    fails the test with the output (timeout: a hang guard only)."""
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src"), "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    exe = [sys.executable, "-m", cmd[0]] if cmd[0] in ("dvc", "snakemake") else [cmd[0]]
+    proc = subprocess.run(exe + list(cmd[1:]), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode:
+        pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def checkout_files(published: bool = False) -> list[str]:
+    """What a clone of this checkout holds (tracked + new, not ignored), without the benchmark results and
+    (unless `published`) without the published runs' committed files."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout
+    left_out = ("benchmarks/", "tests/", "results/bench/") + (() if published else ("results/", "figures/"))
+    return [f for f in listed.split("\0") if f and not f.startswith(left_out)
+            and ((REPO / f).is_file() or (REPO / f).is_symlink())]
+
+
+def git_checkout_copy(dest: Path, published: bool = False) -> Path:
+    """A scratch git repository at dest holding checkout_files(published), committed."""
+    for rel in checkout_files(published):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / rel).is_symlink():
+            os.symlink(os.readlink(REPO / rel), dest / rel)
+        else:
+            shutil.copy2(REPO / rel, dest / rel)
+    tool(dest, "git", "init", "-q")
+    tool(dest, "git", "add", "-A")
+    tool(dest, "git", "commit", "-qm", "checkout")
+    return dest
+
+
+class E2ERun(NamedTuple):
+    path: Path   # the scratch repository the run is in
+    repro: str   # what `dvc repro e2e-test` printed
 
 
 @pytest.fixture(scope="session")
-def e2e_run(tmp_path_factory) -> Path:
+def e2e_run(tmp_path_factory) -> E2ERun:
     """The whole Snakemake DAG of configs/test.yaml, run once per session for every test that reads its
-    outputs (test_pipeline, test_dvc): a folder with the workflow linked in (Snakefile, workflow/, configs/,
-    data/), its own copy of src/, and what the run wrote (results/, figures/, logs/, .snakemake/).
-    Read it only: a test that edits, adds or reruns anything works on copy_run(e2e_run, ...)."""
-    work = tmp_path_factory.mktemp("e2e")
-    for name in ("Snakefile", "workflow", "configs", "data"):
-        os.symlink(REPO / name, work / name)
-    # a copy, not a link: copies of the run get their own src/ to edit
-    shutil.copytree(REPO / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    proc = snakemake_test_dag(work)
+    outputs (test_pipeline, test_dvc): `dvc repro e2e-test` (the stage's command: snakemake --configfile
+    configs/test.yaml) in a scratch git repository of this checkout's files. Read it only: a test that
+    edits, adds or reruns anything works on copy_run(e2e_run.path, ...)."""
+    work = git_checkout_copy(tmp_path_factory.mktemp("e2e") / "origin")
+    proc = tool(work, "dvc", "repro", E2E_RUN, check=False)
     if proc.returncode:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
-    return work
+        pytest.fail(f"dvc repro {E2E_RUN} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{logs}")
+    return E2ERun(work, proc.stdout + proc.stderr)
+
+
+def snakemake_test_dag(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 --configfile configs/test.yaml ARGS` in workdir (a copy of the run)."""
+    return tool(workdir, "snakemake", "--cores", "2", "--configfile", "configs/test.yaml", *args, check=False)
 
 
 def copy_run(run: Path, dest: Path) -> Path:
-    """A copy of e2e_run's folder to change: links stay links, files keep their modification times, and
-    .snakemake/ comes along, so Snakemake sees the same finished run there."""
+    """A copy of the run's repository to change: links stay links, files keep their modification times,
+    and .snakemake/, .git/ and .dvc/ come along, so Snakemake, git and DVC see the same finished run there."""
     shutil.copytree(run, dest, symlinks=True)
     return dest
 

@@ -314,13 +314,14 @@ def test_dispatch_errors_name_the_kind():
         SoftpickConfig(attention_kind="sparsemax")
 
 
-def test_registry_schema_and_plot_tables_agree():
-    from softpick.plots import COLORS, LABELS
+def test_registry_schema_and_figure_style_agree():
+    from softpick.figures.style import color, label_of
 
     schema = json.loads(SCHEMA.read_text())
     assert schema["properties"]["variants"]["items"]["enum"] == list(KINDS)
-    assert {k: get_kind(k).label for k in KINDS} == {k: LABELS[k] for k in KINDS}
-    assert set(KINDS) <= set(COLORS) and len({COLORS[k] for k in KINDS}) == len(KINDS)
+    assert {k: get_kind(k).label for k in KINDS} == {k: label_of(k) for k in KINDS}
+    assert all(get_kind(k).color and get_kind(k).label for k in KINDS)  # every kind has its colour and label
+    assert len({color(k) for k in KINDS}) == len(KINDS)
 
 
 def test_config_accepts_every_kind_in_variants():
@@ -370,7 +371,7 @@ def test_bf16_fast_path_on_gpu_matches_float64(kind):
 # ------------------------------------------------------------------ the Table 3 writer
 
 def test_variants_table_reads_every_field_and_tolerates_missing_ones(tmp_path):
-    from softpick.plots import write_variants_table
+    from softpick.figures.variants_table import write_variants_table
 
     def dump(name, obj):
         path = tmp_path / name

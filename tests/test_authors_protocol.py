@@ -11,7 +11,8 @@ import torch
 
 from softpick.config import load_config
 from softpick.data import DataSourceUnavailableError, train_bpe_tokenizer, verify_data_dir
-from softpick.slimpajama import DATASET, prepare_slimpajama_val
+from softpick.data import prepare_data as prepare_slimpajama_val  # the stage entry dispatches on data.source
+from softpick.data.sources.slimpajama_val import DATASET
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the model reads every token and attention picks a few of them while the rest sink".split()

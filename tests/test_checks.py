@@ -4,6 +4,7 @@ respect the umask, every stage log starts with a header, each CLI stage has its 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from softpick import cli
 from softpick import data as D
 from softpick.atomic import sha256_file, write_bytes_atomic
 from softpick.config import ConfigError, load_config, validate_config
+from softpick.stages.registry import REGISTRY
 
 from conftest import run_concurrently
 
@@ -174,11 +176,11 @@ def test_nan_weights_fail_evaluate_analyze_and_quantize_writing_nothing(model_di
 
 
 def test_inf_weight_is_named_too(model_dir):
-    from softpick.evaluate import load_model_dir
+    from softpick.loading import load_model_and_tokenizer
 
     _poison(model_dir, float("inf"))
     with pytest.raises(ValueError, match="NaN/inf") as err:
-        load_model_dir(model_dir)
+        load_model_and_tokenizer(model_dir)
     assert type(err.value).__name__ == "NonFiniteError"
 
 
@@ -372,7 +374,7 @@ def test_progress_bars_redraw_at_a_log_friendly_rate(tmp_path, monkeypatch, rest
 def test_multi_rank_runs_print_one_header(monkeypatch, capsys):
     config = load_config()
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(cli, "_run", lambda *args: None)
+    monkeypatch.setitem(REGISTRY, "figures", dataclasses.replace(REGISTRY["figures"], run=lambda job: []))
     cli.run_stage("figures", config, root="/nonexistent")
     assert "softpick stage" not in capsys.readouterr().err
     monkeypatch.setenv("RANK", "0")
@@ -399,7 +401,7 @@ def test_each_stage_has_its_own_help_with_choices(capsys):
     assert "--bits {8,4,3,2}" in quant_help and "--method {" + ",".join(sorted(METHODS)) + "}" in quant_help
     assert "--variant" not in _help(["figures", "--help"], capsys)
     top = _help(["--help"], capsys)
-    assert all(stage in top for stage in cli.STAGES)
+    assert all(stage in top for stage in REGISTRY)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -415,7 +417,7 @@ def test_bad_arguments_are_named_by_the_stage_parser(argv, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_stage_invocation_of_the_readme_still_runs(tmp_path, monkeypatch, restore_tqdm, capsys):
+def test_stage_invocation_of_the_docs_still_runs(tmp_path, monkeypatch, restore_tqdm, capsys):
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["data", "--set", "data.max_documents=6", "--set", "data.val_documents=2", "--set", "data.val_fraction=null",
                    "--set", "data.tokenizer.vocab_size=300"])

@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("lm_eval")
 
 from softpick import evaluate as ev  # noqa: E402
+from softpick.loading import load_model_and_tokenizer  # noqa: E402
 
 ROWS = {"arc_easy": ("test", 2376), "arc_challenge": ("test", 1172), "lambada": ("test", 5153),
         "piqa": ("validation", 1838), "hellaswag": ("validation", 10042), "winogrande": ("validation", 1267),
@@ -164,7 +165,7 @@ def test_evaluate_dir_end_to_end(tiny_dir, val_docs, tmp_path):
 
 def test_rolling_perplexity_equals_direct_logprobs(tiny_dir, tmp_path):
     """lm-eval's loglikelihood_rolling (through our task) == sum of the model's token log-probs."""
-    model, tokenizer = ev.load_model_dir(tiny_dir)
+    model, tokenizer = load_model_and_tokenizer(tiny_dir)
     text = "The quick brown fox jumps over the lazy dog, and then it sleeps."
     p = tmp_path / "one.jsonl"
     p.write_text(json.dumps({"id": 0, "text": text}) + "\n")
@@ -185,22 +186,29 @@ def test_rolling_perplexity_equals_direct_logprobs(tiny_dir, tmp_path):
 
 
 def test_deterministic(tiny_dir, val_docs):
-    model, tokenizer = ev.load_model_dir(tiny_dir)
+    model, tokenizer = load_model_and_tokenizer(tiny_dir)
     kw = dict(tasks=["arc_easy", "boolq"], limit=4, val_docs=val_docs, ppl_max_docs=1, batch_size=8,
               device="cpu", max_length=64)
     a, b = ev.evaluate_model(model, tokenizer, **kw), ev.evaluate_model(model, tokenizer, **kw)
     assert a["tasks"] == b["tasks"] and a["perplexity"] == b["perplexity"]
 
 
-# ------------------------------------------------------------------ issue 15: module entry points
+# ------------------------------------------------------------------ issue 15: one entry point, the config's settings
 
-def test_module_entry_points_default_to_the_config(monkeypatch, tmp_path, capsys):
-    """`python -m softpick.evaluate` / `python -m softpick.quantize` use configs/default.yaml's eval (and quantize)
-    values, not defaults of their own (evaluate's batch size was 32 where the config says 64)."""
-    from softpick import quantize
+def test_stages_use_the_config_not_defaults_of_their_own(monkeypatch, tmp_path, tiny_data_dir, capsys):
+    """`softpick evaluate` / `softpick quantize` (the only entry points: `python -m softpick.evaluate` /
+    `python -m softpick.quantize` are gone) use the config's eval (and quantize) values, not defaults of
+    their own (evaluate's entry point had batch size 32 where the config says 64)."""
+    from softpick import cli, quantize
     from softpick.config import load_config
 
-    config = load_config()
+    overrides = ["quantize.methods=[gptq]", "quantize.bits=[4]"]
+    config = load_config(overrides=overrides)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / config["run_name"]
+    (run / "models" / "softpick").mkdir(parents=True)
+    (run / "models" / "softpick" / "config.json").write_text("{}")
+    (run / "data").symlink_to(tiny_data_dir)
     seen = {}
 
     def fake_evaluate(model_dir, cfg, *args, **kwargs):
@@ -213,8 +221,12 @@ def test_module_entry_points_default_to_the_config(monkeypatch, tmp_path, capsys
 
     monkeypatch.setattr(ev, "evaluate_dir", fake_evaluate)
     monkeypatch.setattr(quantize, "quantize_and_evaluate", fake_quantize)
-    assert ev.main(["m", "--out", str(tmp_path / "e.json")]) == 0
-    assert quantize.main(["m", "--method", "gptq", "--bits", "4", "--out", str(tmp_path / "q.json")]) == 0
-    capsys.readouterr()
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert cli.main(["evaluate", "--variant", "softpick", *sets]) == 0
+    assert cli.main(["quantize", "--variant", "softpick", "--method", "gptq", "--bits", "4", *sets]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {Path('results', config['run_name'], 'eval', 'softpick.json')}" in out
+    assert f"wrote {Path('results', config['run_name'], 'quant', 'softpick', 'gptq_4bit.json')}" in out
     assert seen["eval"] == config["eval"] and seen["quant_eval"] == config["eval"]
+    assert seen["eval"]["batch_size"] == 64
     assert seen["quant"] == {**config["quantize"], "methods": ["gptq"], "bits": [4]}  # group size, lm_head, gptq

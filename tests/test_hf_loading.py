@@ -23,7 +23,8 @@ def export_tiny_model(out_dir: Path, data_dir: Path, kind: str, *, kv_heads: int
     """A randomly initialised model exported by the trainer's own export_model (as a finished run would)."""
     from transformers import AutoTokenizer
 
-    from softpick.train import build_model, export_model
+    from softpick.model import build_model
+    from softpick.train import export_model
 
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config["model"].update(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,

@@ -252,7 +252,7 @@ def test_offline_hub_id_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def _env(tmp_path):
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": str(ROOT / "src"),
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "SOFTPICK_SKIP_DEVICE_CHECK": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -267,7 +267,7 @@ def test_cli_import_offline_exits_2_naming_the_hub_id(tmp_path):
 
 
 def test_snakemake_dry_run_offline_fails_at_once_naming_the_hub_id(tmp_path):
-    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "--configfile", "configs/authors-340m.yaml"],
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "configs/authors-340m.yaml"],
                           capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path), timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
@@ -281,7 +281,7 @@ def test_snakemake_imports_instead_of_training(tmp_path):
         write_fla_checkpoint(tmp_path / v, impl)
     override = tmp_path / "local.yaml"
     override.write_text(yaml.safe_dump({"run_name": "test-import-dag", "models_from": {v: str(tmp_path / v) for v in ("softmax", "softpick")}}))
-    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "--configfile", "configs/authors-340m.yaml", str(override)],
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "configs/authors-340m.yaml", str(override)],
                           capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path), timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out

@@ -1,5 +1,7 @@
-"""A non-editable `pip install .` finds its configs, schemas and task data: the CLI from any directory
-(package data), the Snakefile from a checkout (the checkout's files first)."""
+"""A non-editable `pip install .` finds its configs, schemas, task data and embedded corpus: the CLI from any
+directory (package data), the Snakefile from a checkout (the checkout's files first)."""
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -55,10 +57,10 @@ def test_cli_from_any_directory_uses_package_data(installed):
     elsewhere = base / "elsewhere"
     elsewhere.mkdir()
     proc, cli = run_concurrently(lambda: python_in(elsewhere, site, """
-        import softpick, softpick.config as c, softpick.evaluate as ev
+        import softpick, softpick.config as c, softpick.evaluate as ev, softpick.schema as s
         from pathlib import Path
         site = Path(softpick.__file__).resolve().parent
-        for p in (c.DEFAULT_CONFIG, c.SCHEMA_DIR, ev.task_data_dir(), ev.tasks_dir()):
+        for p in (c.DEFAULT_CONFIG, s.SCHEMA_DIR, ev.task_data_dir(), ev.tasks_dir()):
             assert site in p.resolve().parents and p.exists(), p
         assert c.load_config([str(c.DEFAULT_CONFIG.parent / "test.yaml")])["run_name"] == "e2e-test"
         assert len(ev.load_task_docs("arc_easy")) > 100  # the shipped files pass the manifest's sha256
@@ -67,6 +69,28 @@ def test_cli_from_any_directory_uses_package_data(installed):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"OK {site.resolve()}/softpick" in proc.stdout
     assert cli.returncode == 0 and "train" in cli.stdout, cli.stderr[-2000:]
+
+
+def test_default_data_stage_from_any_directory_reads_the_packaged_corpus(installed):
+    """The default data.source (embedded, data/corpus/corpus.jsonl.xz) needs no checkout: the corpus ships
+    with the package; the manifest names it as configured, with the checkout's sha256."""
+    base, checkout, site = installed
+    elsewhere = base / "data-elsewhere"
+    elsewhere.mkdir()
+    proc = python_in(elsewhere, site, """
+        import json, sys
+        import softpick.config as c
+        from softpick.cli import main
+        from softpick.data import verify_data_dir
+        sys.exit(main(["data", "--config", str(c.DEFAULT_CONFIG.parent / "test.yaml")]) or
+                 print(json.dumps(verify_data_dir("results/e2e-test/data")["corpus"])))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    corpus = checkout / "data" / "corpus" / "corpus.jsonl.xz"
+    digest = hashlib.sha256(corpus.read_bytes()).hexdigest()
+    assert json.loads(proc.stdout.splitlines()[-1]) == [
+        {"path": "data/corpus/corpus.jsonl.xz", "bytes": corpus.stat().st_size, "sha256": digest}]
+    assert not (elsewhere / "data").exists()
 
 
 def test_snakefile_from_a_checkout_with_the_installed_package(installed):

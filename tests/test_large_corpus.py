@@ -189,7 +189,7 @@ def test_sha256_mismatch_names_the_archive(tmp_path, monkeypatch):
 
 
 def test_build_is_deterministic_and_readable_by_the_data_stage(tmp_path, monkeypatch):
-    from softpick.data import _iter_jsonl
+    from softpick.data.sources.files import iter_jsonl as _iter_jsonl
 
     arcdir = _tiny_source(tmp_path, monkeypatch)
     m1 = blc.build(tmp_path / "a", arcdir, None, log=lambda m: None)

@@ -1,4 +1,4 @@
-"""softpick.launch: the torchrun command of the train job (one node, several nodes under SLURM or by
+"""softpick.launch (`softpick launch`): the torchrun command of the train job (one node, several nodes under SLURM or by
 MASTER_ADDR), the SLURM node-list parser, the resources the SLURM executor plugin turns into sbatch
 flags, and one real 2-process gloo run through an explicit c10d rendezvous endpoint."""
 import copy
@@ -14,13 +14,19 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from softpick.launch import (LaunchError, expand_nodelist, main, slurm_resources, torchrun_command,
-                             train_processes)
+from softpick.cli import main as cli_main
+from softpick.launch import LaunchError, expand_nodelist, slurm_resources, torchrun_command, train_processes
+
 from conftest import run_concurrently
 from test_distributed import MAX_ABS_DIFF_1_VS_2, REPO, max_abs_diff, run_in_own_session, small_config
 
 PY = "/env/bin/python"
 TRAIN = ["-m", "softpick", "train", "--config", "run.yaml", "--variant", "softpick"]
+
+
+def main(argv):
+    """`softpick launch ...`"""
+    return cli_main(["launch", *argv])
 
 
 def command(env, **kw):
@@ -162,7 +168,7 @@ def test_cli_error_is_one_line_and_exit_2(tmp_path, capsys, clean_env):
     cfg.write_text(yaml.safe_dump({"train": {"gpus": 2, "nodes": 2}}))
     assert main(["--config", str(cfg), "--variant", "softpick", "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("softpick.launch: error:") and "MASTER_ADDR" in err and "Traceback" not in err
+    assert err.startswith("softpick launch: error:") and "MASTER_ADDR" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- SLURM executor plugin
@@ -209,7 +215,7 @@ def test_two_gloo_processes_through_a_c10d_endpoint(tiny_data_dir, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"), MASTER_ADDR="localhost", MASTER_PORT=str(free_port()))
-    cmd = [sys.executable, "-m", "softpick.launch", "--config", "config.yaml", "--variant", "softpick",
+    cmd = [sys.executable, "-m", "softpick", "launch", "--config", "config.yaml", "--variant", "softpick",
            "--gpus", "2", "--rendezvous"]
     proc = run_in_own_session(cmd, cwd=tmp_path, env=env, timeout=600)  # a hang guard only
     out, err = proc.stdout, proc.stderr
@@ -232,7 +238,7 @@ def snakemake(workdir, override, *args):
 
 @pytest.mark.slow
 def test_rule_trains_through_the_launcher_and_operational_keys_do_not_rerun_it(tmp_path):
-    """train.gpus: 2 on CPU: the train rule runs softpick.launch (torchrun, 2 gloo processes); then
+    """train.gpus: 2 on CPU: the train rule runs `softpick launch` (torchrun, 2 gloo processes); then
     changing gpus / nodes / rdzv_port / wandb schedules no training, changing lr does."""
     for name in ("Snakefile", "workflow", "configs", "data", "src"):
         os.symlink(REPO / name, tmp_path / name)
@@ -245,7 +251,7 @@ def test_rule_trains_through_the_launcher_and_operational_keys_do_not_rerun_it(t
     proc, out = snakemake(tmp_path, override("ddp.yaml", gpus=2), target)
     assert proc.returncode == 0, out[-3000:] + "".join(p.read_text()[-2000:] for p in tmp_path.glob("logs/*/*.log"))
     log = (tmp_path / "logs" / "e2e-test" / "train_softpick.log").read_text()
-    assert "softpick.launch:" in log and "--standalone --nproc_per_node=2" in log
+    assert "softpick launch:" in log and "--standalone --nproc_per_node=2" in log
     summary = json.loads((tmp_path / "results" / "e2e-test" / "models" / "softpick" / "train_summary.json").read_text())
     assert summary["world_size"] == 2
     changed = [override("more.yaml", gpus=4),

@@ -1,15 +1,16 @@
 """The lm_eval command line evaluates an exported model like any Hub model: `--model hf` with
 trust_remote_code, our task YAMLs through `--include_path` as shipped, in a process that cannot import
-softpick; with the README's protocol flags it reproduces the pipeline's own evaluation."""
+softpick; with the protocol flags of docs/loading.md it reproduces the pipeline's own evaluation."""
 import json
 
 import pytest
 
 import softpick.evaluate as ev
+from softpick.loading import load_model_and_tokenizer
 from test_hf_loading import export_tiny_model, fresh_python
 
 LIMIT = 4
-# the README's command line (the pinned protocol of softpick.evaluate)
+# the command line of docs/loading.md (the pinned protocol of softpick.evaluate)
 PROTOCOL_MODEL_ARGS = "dtype=float32,max_length=256,add_bos_token=False"
 PROTOCOL_FLAGS = ["--num_fewshot", "0", "--batch_size", "8", "--seed", "1234", "--device", "cpu"]
 
@@ -39,7 +40,7 @@ def test_lm_eval_cli_matches_the_pipeline(model_dir, tiny_data_dir, tmp_path):
     (results_file,) = (tmp_path / "out").rglob("results_*.json")
     cli = json.loads(results_file.read_text())["results"]
 
-    model, tokenizer = ev.load_model_dir(model_dir)
+    model, tokenizer = load_model_and_tokenizer(model_dir)
     ours = ev.evaluate_model(model, tokenizer, tasks=["arc_easy"], limit=LIMIT, val_docs=val_docs,
                              ppl_max_docs=LIMIT, batch_size=8, device="cpu", max_length=256)
     assert ours["tasks"]["arc_easy"]["n"] == LIMIT

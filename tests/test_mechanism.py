@@ -216,7 +216,9 @@ def test_tiny_run_is_deterministic(tiny_run, tmp_path):
 
 def test_figure_from_both_variants(tiny_run, tmp_path):
     _, _, outs = tiny_run
-    paths = mech.plot_mechanism(outs, tmp_path / "mechanism")
+    from softpick.figures.mechanism import plot_mechanism
+
+    paths = plot_mechanism(outs, tmp_path / "mechanism")
     assert sorted(p.name for p in paths) == ["mechanism.pdf", "mechanism.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
 

@@ -1,5 +1,6 @@
-"""End to end: the whole Snakemake DAG on configs/test.yaml (conftest.e2e_run, shared with test_dvc),
-then, in a copy of that run, what a rerun after an edit schedules and the HTML report."""
+"""End to end: the whole Snakemake DAG on configs/test.yaml (conftest.e2e_run, run once through its DVC
+stage and shared with test_dvc), then, in a copy of that run, what a rerun after an edit schedules and the
+HTML report."""
 import json
 import math
 
@@ -22,12 +23,12 @@ def finite_numbers(node):
 @pytest.fixture(scope="module")
 def workdir(e2e_run, tmp_path_factory):
     """This module's copy of the shared run: the tests below edit its src/ and write a report into it."""
-    return copy_run(e2e_run, tmp_path_factory.mktemp("pipeline") / "work")
+    return copy_run(e2e_run.path, tmp_path_factory.mktemp("pipeline") / "work")
 
 
 @pytest.mark.slow
 def test_every_output_exists_and_is_finite(e2e_run):
-    workdir = e2e_run
+    workdir = e2e_run.path
     results, figures = workdir / "results" / RUN, workdir / "figures" / RUN
     for name in ("training_loss", "attention_maps_softmax", "attention_maps_softpick", "hidden_states",
                  "sink_scores_heads", "sink_rate_per_layer", "length_sweep", "quantization", "mechanism"):

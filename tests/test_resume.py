@@ -157,23 +157,21 @@ def test_code_edit_changes_the_fingerprint(tiny_config, tiny_data_dir, tmp_path)
 
 
 def test_fingerprint_covers_the_code_snakemake_reruns_train_for():
-    """Every file whose edit reruns the train rule (common.smk CODE train + model) is in the fingerprint,
-    so a rerun Snakemake starts because of a code edit never resumes the old training."""
+    """Every file whose edit reruns the train rule (its code inputs: softpick.stages.registry.stage_code)
+    is in the fingerprint, so a rerun Snakemake starts because of a code edit never resumes the old training."""
     from softpick.checkpoint import PACKAGE_DIR, training_code_files
+    from softpick.stages.registry import stage_code
 
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    listed = set()
-    for stage in ("train", "model"):
-        entry = re.search(rf'"{stage}": \[(.*?)\],\n', text, re.S).group(1)  # entries may span lines
-        listed |= {m for m in re.findall(r'\{LIB\}/([\w/.]+)"', entry)}
-    assert {"checkpoint.py", "model.py"} <= listed
+    listed = {p.removeprefix("src/softpick/") for p in stage_code("train")}
+    assert {"checkpoint.py", "model.py", "train.py", "attention/triton/kernels.py"} <= listed
     # hf_export.py writes the modeling code beside the exported weights: its edit reruns train, which
-    # resumes from the final checkpoint and re-exports (the weights do not depend on it).
-    export_only = {"hf_export.py"}
+    # resumes from the final checkpoint and re-exports (the weights do not depend on it); the config schemas
+    # (the data section is validated against them) do not change the weights either.
+    export_only = {"hf_export.py"} | {p for p in listed if p.startswith("workflow/schemas/")}
     fingerprinted = {p.relative_to(PACKAGE_DIR).as_posix() for p in training_code_files()}
     assert listed - export_only <= fingerprinted, listed - export_only - fingerprinted
     kinds = {p.relative_to(PACKAGE_DIR).as_posix() for p in (PACKAGE_DIR / "attention" / "kinds").glob("*.py")}
-    assert kinds and kinds <= fingerprinted  # common.smk lists them by glob
+    assert kinds and kinds <= fingerprinted  # every attention kind, through attention/kinds/__init__.py
 
 
 # ----------------------------------------------------------------------------- fault campaign

@@ -15,7 +15,7 @@ Fingerprint: the sha256 of a canonical JSON of the variant, the seed, the resolv
 config, the train config without the operational keys (OPERATIONAL_TRAIN_KEYS: how the job is
 launched, logged and checkpointed, never the weights; the train rule keeps the same keys out of its
 params), the sha256 of the data dir's manifest.json (which records the sha256 of every token file and
-of the corpus) and the sha256 of every source file of TRAINING_CODE. The device and the process count
+of the corpus) and the sha256 of every source file of the train stage (training_code_files). The device and the process count
 are left out: a killed run may resume on another process count.
 
 Resume (find_resume_state, rank 0): the newest complete checkpoint whose files match their sha256
@@ -63,8 +63,11 @@ OPERATIONAL_TRAIN_KEYS = ("gpus", "nodes", "rdzv_port", "peak_tflops", "tensorbo
 STALE_SETS_KEPT = 3  # checkpoint sets of other fingerprints kept beside the checkpoint dir
 STALE_LOG = "train_log.jsonl"  # a stale set's copy of its training's log
 PACKAGE_DIR = Path(__file__).resolve().parent
-# the code a training runs, relative to the package; attention/ is taken whole (Triton kernels included)
-TRAINING_CODE = ("train.py", "checkpoint.py", "data.py", "model.py", "attention")
+# The code a training runs: the train stage's (softpick.stages.code, what the train rule lists), but the
+# exporter (its edit reruns the train rule, which resumes from the final checkpoint and re-exports) and the
+# config schemas outside the package (they only validate: an edit reruns the rule, which resumes).
+TRAIN_STAGE_MODULE = "softpick.stages.train"
+EXPORT_ONLY_CODE = ("hf_export.py",)
 
 
 def say(message: str) -> None:
@@ -74,12 +77,13 @@ def say(message: str) -> None:
 
 # ----------------------------------------------------------------------------- fingerprint
 def training_code_files(root: Path = PACKAGE_DIR) -> list[Path]:
-    """The source files TRAINING_CODE names under root (a package dir), sorted."""
-    files = []
-    for name in TRAINING_CODE:
-        path = root / name
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return files
+    """The source files of the train stage under root (a package dir), sorted, without EXPORT_ONLY_CODE and
+    the files outside root (the schemas, linked from root/_resources)."""
+    from .stages.code import code_files
+
+    root = Path(root).resolve()
+    return [p for p in code_files([TRAIN_STAGE_MODULE], root)
+            if p.is_relative_to(root) and p.relative_to(root).as_posix() not in EXPORT_ONLY_CODE]
 
 
 def fingerprint(config: dict, variant: str, data_dir: str | Path, *, code_root: Path = PACKAGE_DIR) -> dict:
@@ -92,7 +96,8 @@ def fingerprint(config: dict, variant: str, data_dir: str | Path, *, code_root: 
         "train": {k: v for k, v in config["train"].items() if k not in OPERATIONAL_TRAIN_KEYS},
         "data": config["data"],
         "data_manifest": sha256_file(manifest) if manifest.exists() else None,
-        "code": {f"softpick/{p.relative_to(code_root).as_posix()}": sha256_file(p) for p in training_code_files(code_root)},
+        "code": {f"softpick/{p.relative_to(Path(code_root).resolve()).as_posix()}": sha256_file(p)
+                 for p in training_code_files(code_root)},
     }
     inputs = json.loads(_canonical(inputs))  # tuples -> lists: what fingerprint.json reads back
     return {"version": FINGERPRINT_VERSION, "fingerprint": _sha256_text(_canonical(inputs)), "inputs": inputs}

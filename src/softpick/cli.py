@@ -1,4 +1,5 @@
-"""Command line for every pipeline stage, outside Snakemake:
+"""The command line of every pipeline stage, outside Snakemake (one subcommand per stage of
+softpick.stages.registry):
 
     python -m softpick data      --config configs/default.yaml
     python -m softpick import    --config configs/authors-340m.yaml --variant softpick   # models_from
@@ -6,19 +7,18 @@
     python -m softpick evaluate  --variant softpick
     python -m softpick quantize  --variant softpick --method rtn --bits 4
     python -m softpick analyze   --variant softpick
-    python -m softpick passkey   --variant softpick
     python -m softpick figures
-    python -m softpick mechanism --variant softpick   # Bigram-Backcopy (softpick.mechanism)
-    python -m softpick mechanism_figure
+    python -m softpick launch    --config run.yaml --variant softpick --dry-run   # torchrun, train.gpus > 1
 
 --config files are merged over configs/default.yaml in order; --set key.path=value overrides
-single keys. `python -m softpick <stage> --help` lists the options of one stage. The Snakemake
-rules call run_stage() with the same arguments (workflow/scripts/stage.py).
+single keys. `softpick <stage> --help` lists the options of one stage. The Snakemake rules call
+run_stage() with the same arguments (workflow/scripts/stage.py); `softpick` is the same program.
 
 Every stage starts its log with a header (stage_header: stage, variant, config digest, inputs and
 their sha256, device, package versions, git commit), verifies the data it reads
-(softpick.data.verify_data_dir) and ends with its wall time; progress bars redraw at most every
-PROGRESS_INTERVAL_S seconds, one line each, when the output is not a terminal.
+(softpick.data.verify_data_dir), prints "wrote <path>" for each file it wrote and ends with its wall
+time; progress bars redraw at most every PROGRESS_INTERVAL_S seconds, one line each, when the output
+is not a terminal.
 """
 from __future__ import annotations
 
@@ -34,59 +34,14 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .config import REPO_ROOT, check_device_available, load_config, run_paths
+from .stages.base import Job, Stage
+from .stages.registry import REGISTRY, get_stage
 
-STAGES = ("data", "train", "import", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey", "figures", "mechanism",
-          "mechanism_figure")
-STAGE_HELP = {
-    "data": "corpus -> tokenizer -> token files + manifest (results/<run>/data/)",
-    "train": "pretrain one attention variant (results/<run>/models/<variant>/)",
-    "import": "import the fla checkpoint of config models_from.<variant> instead of training (softpick.importer)",
-    "evaluate": "lm-eval zero-shot tasks + held-out perplexity of one model",
-    "quantize": "weight-only quantization of one model at one bit width, then the same evaluation",
-    "analyze": "sink rate, kurtosis, activations and attention sparsity of one model",
-    "dynamics": "the analysis metrics and validation loss at every weight snapshot of one training",
-    "knockout": "validation loss with the first token's weight zeroed in the sink heads vs random heads",
-    "passkey": "passkey retrieval accuracy of one model at several prompt lengths",
-    "figures": "every figure and table of the run",
-    "mechanism": "Bigram-Backcopy: train a 1-layer model on the synthetic task, measure how its attention sink forms",
-    "mechanism_figure": "the mechanism figure of every variant",
-}
-MODEL_STAGES = ("train", "evaluate", "quantize", "analyze", "dynamics", "knockout", "passkey")  # take --variant; use config 'device'
-VARIANT_STAGES = (*MODEL_STAGES, "import", "mechanism")  # take --variant
-# The config sections each stage's work depends on: their sha256 is the header's stage digest.
-STAGE_SECTIONS = {
-    "data": ("seed", "data"),
-    "train": ("seed", "device", "data", "model", "train"),
-    "import": ("models_from", "model", "train"),
-    "evaluate": ("device", "eval"),
-    "quantize": ("device", "quantize", "eval"),
-    "analyze": ("device", "analysis"),
-    "dynamics": ("device", "analysis", "dynamics", "train"),
-    "knockout": ("device", "analysis", "knockout", "train"),
-    "passkey": ("device", "passkey"),
-    "figures": ("run_name", "variants", "quantize"),
-    "mechanism": ("seed", "mechanism"),
-    "mechanism_figure": ("variants",),
-}
-# Data splits each stage reads (verified against the manifest before it starts); val_docs.jsonl and
-# the tokenizer are verified for all of them.
-STAGE_SPLITS = {"train": ("train", "val"), "evaluate": (), "quantize": (), "analyze": ("val",), "dynamics": ("val",),
-                "knockout": ("val",), "passkey": ()}
 HEADER_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "lm_eval", "hqq", "snakemake")
 HASH_LIMIT_BYTES = 256 << 20  # inputs above this are listed with size and mtime, not hashed
 PROGRESS_INTERVAL_S = float(os.environ.get("SOFTPICK_PROGRESS_INTERVAL", "30"))
-
-# Where the figures stage finds each result under results/<run>/ (the Snakefile writes them there).
-RESULT_LAYOUT = {
-    "train_log": "models/{variant}/train_log.jsonl",
-    "analysis_json": "analysis/{variant}.json",
-    "analysis_npz": "analysis/{variant}.npz",
-    "eval": "eval/{variant}.json",
-    "quant_glob": "quant/{variant}/*bit.json",
-    "dynamics": "dynamics/{variant}.json",
-    "knockout": "knockout/{variant}.json",
-}
 
 
 def attention_kinds() -> tuple[str, ...]:
@@ -102,115 +57,58 @@ def quantize_choices() -> tuple[list[str], list[int]]:
     return sorted(METHODS), sorted({b for m in METHODS.values() for b in m.bits}, reverse=True)
 
 
-def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None,
-              method: str | None = None, root: str | Path = ".", inputs: list[str] | None = None) -> None:
-    """Run one stage of the run described by `config`, reading and writing the standard layout.
+def stage_options(stage: Stage, given: dict | None = None) -> dict:
+    """The stage's own arguments (Stage.arguments) by dest: their defaults, updated by `given`."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for arg in stage.arguments:
+        parser.add_argument(*arg.flags, **arg.options)
+    return {**vars(parser.parse_args([])), **(given or {})}
 
-    Prints the stage header first (inputs: the Snakemake rule's, else the stage's files in the layout),
-    checks the device and the data before any work, and the wall time at the end."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    paths = run_paths(config, root)
-    if stage in VARIANT_STAGES and variant not in config["variants"]:
+
+def run_stage(stage: str, config: dict, *, variant: str | None = None, bits: int | None = None,
+              method: str | None = None, root: str | Path = ".", inputs: list[str] | None = None,
+              options: dict | None = None) -> list[Path]:
+    """Run one stage of the run described by `config`, reading and writing the standard layout; returns
+    the files it wrote.
+
+    Checks the variant, the device and the quantization job, prints the stage header (inputs: the
+    Snakemake rule's, else the stage's files in the layout), verifies the data before any work, then
+    "wrote <path>" for each output (stdout) and the wall time."""
+    spec = get_stage(stage)
+    if spec.variant and variant not in config["variants"]:
         raise ValueError(f"--variant must be one of config 'variants' {config['variants']}, got {variant!r}")
-    if stage in MODEL_STAGES:
+    if spec.device:
         check_device_available(config)  # names the key; 'auto' falls back to the CPU
-    if stage == "quantize":
+    if spec.quantized:
         from .quantize import quantize_jobs
 
         jobs = quantize_jobs(config["quantize"])
         if (method, bits) not in jobs:
             raise ValueError(f"--method / --bits must be one of the config's quantize jobs "
                              f"{', '.join(f'{m} {b}' for m, b in jobs)}; got {method!r} {bits!r}")
+    job = Job(config, run_paths(config, root), variant=variant, method=method, bits=bits,
+              options=stage_options(spec, options))
     t0 = time.perf_counter()
-    if _is_rank_zero():
+    if spec.header and _is_rank_zero():
         if inputs is None:
-            inputs = default_inputs(stage, paths, variant)
+            inputs = [str(p) for p in spec.inputs(job)]
         print(stage_header(stage, config, variant=variant, bits=bits, method=method, inputs=inputs), file=sys.stderr,
               flush=True)
-    if stage in STAGE_SPLITS:
+    if spec.splits is not None:
         from .data import verify_data_dir
 
-        verify_data_dir(paths["data"], STAGE_SPLITS[stage])
-    _run(stage, config, paths, variant, bits, method)
+        verify_data_dir(job.data_dir, spec.splits)
+    if spec.device:
+        from .loading import resolve_device
+
+        job.device = str(resolve_device(config["device"]))
+    written = [Path(p) for p in spec.run(job) or []]
     if _is_rank_zero():
-        print(f"softpick {stage}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-
-
-def _run(stage: str, config: dict, paths: dict, variant: str | None, bits: int | None, method: str | None) -> None:
-    model_dir = paths["models"] / variant if variant else None
-    val_docs = paths["data"] / "val_docs.jsonl"
-    device = config["device"]
-    if stage == "data":
-        from .data import prepare_data
-        from .slimpajama import SOURCE, prepare_slimpajama_val
-
-        prepare = prepare_slimpajama_val if config["data"].get("source") == SOURCE else prepare_data
-        prepare(config["data"], paths["data"], seed=config["seed"])
-    elif stage == "train":
-        from .train import train
-
-        train(config, variant, paths["data"], model_dir)
-    elif stage == "import":
-        from .importer import import_stage
-
-        import_stage(config, variant, model_dir, paths["data"])
-    elif stage == "evaluate":
-        from .evaluate import evaluate_dir
-
-        _require(model_dir / "config.json", "train")
-        evaluate_dir(model_dir, config["eval"], val_docs, paths["eval"] / f"{variant}.json", device=_device(device))
-    elif stage == "quantize":
-        from .quantize import quantize_and_evaluate
-
-        _require(model_dir / "config.json", "train")
-        out = paths["quant"] / variant / f"{method}_{bits}bit.json"
-        quantize_and_evaluate(model_dir, config["quantize"], config["eval"], val_docs, out, device=_device(device),
-                              bits=bits, method=method, data_dir=paths["data"])
-    elif stage == "analyze":
-        from .analysis import run_analysis
-
-        _require(model_dir / "config.json", "train")
-        run_analysis(model_dir, paths["data"], config["analysis"], paths["analysis"] / f"{variant}.json",
-                     paths["analysis"] / f"{variant}.npz", device=_device(device))
-    elif stage == "dynamics":
-        from .dynamics import run_dynamics
-
-        _require(model_dir / "snapshots.json", "train")
-        run_dynamics(model_dir, paths["data"], config, paths["results"] / "dynamics" / f"{variant}.json",
-                     device=_device(device))
-    elif stage == "knockout":
-        from .knockout import run_knockout
-
-        _require(model_dir / "config.json", "train")
-        run_knockout(model_dir, paths["data"], config, paths["results"] / "knockout" / f"{variant}.json",
-                     device=_device(device))
-    elif stage == "passkey":
-        from .passkey import run_passkey
-
-        _require(model_dir / "config.json", "train")
-        _require(paths["data"] / "tokenizer" / "tokenizer.json", "data")
-        run_passkey(model_dir, paths["data"], config.get("passkey", {}), paths["results"] / "passkey" / f"{variant}.json",
-                    variant=variant, seed=config["seed"], train_seq_len=config["train"]["seq_len"], device=_device(device))
-    elif stage == "figures":
-        from .plots import make_all
-
-        make_all(paths["results"], paths["figures"], config["variants"], layout=RESULT_LAYOUT,
-                 table_dir=paths["tables"], run_label=config["run_name"], strict=True)
-    elif stage == "mechanism":
-        from .mechanism import run_mechanism
-
-        _require(paths["data"] / "manifest.json", "data")
-        run_mechanism(config, variant, paths["data"], paths["results"] / "mechanism" / f"{variant}.json")
-    elif stage == "mechanism_figure":
-        from .mechanism import plot_mechanism
-
-        jsons = {v: paths["results"] / "mechanism" / f"{v}.json" for v in config["variants"]}
-        for v, p in jsons.items():
-            _require(p, f"mechanism --variant {v}")
-        plot_mechanism(jsons, paths["figures"] / "mechanism")
-    else:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        for path in written:
+            print(f"wrote {path}", flush=True)
+        if spec.header:
+            print(f"softpick {stage}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return written
 
 
 # ----------------------------------------------------------------------------- the log header
@@ -220,30 +118,8 @@ def _is_rank_zero() -> bool:
 
 def config_digest(config: dict, stage: str | None = None) -> str:
     """sha256 of the resolved config (canonical JSON), of the sections `stage` depends on when given."""
-    part = config if stage is None else {k: config.get(k) for k in STAGE_SECTIONS[stage]}
+    part = config if stage is None else {k: config.get(k) for k in get_stage(stage).sections}
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def default_inputs(stage: str, paths: dict, variant: str | None) -> list[str]:
-    """The files a stage reads, in the standard layout (what the Snakemake rule lists as input)."""
-    data, model_dir = paths["data"], paths["models"] / (variant or "")
-    model = [model_dir / "config.json", model_dir / "model.safetensors"]
-    found = {
-        "data": [],
-        "import": [],
-        "train": [data / "manifest.json", data / "tokens_train.npy", data / "tokens_val.npy"],
-        "evaluate": [*model, data / "val_docs.jsonl"],
-        "quantize": [*model, data / "val_docs.jsonl"],
-        "analyze": [*model, data / "tokens_val.npy", data / "docs_val.npy"],
-        "dynamics": [*model, model_dir / "snapshots.json", data / "tokens_val.npy", data / "docs_val.npy"],
-        "knockout": [*model, data / "tokens_val.npy"],
-        "passkey": [*model, data / "tokenizer" / "tokenizer.json"],
-        "mechanism": [data / "manifest.json", data / "tokens_train.npy", data / "docs_train.npy"],
-        "mechanism_figure": sorted((paths["results"] / "mechanism").glob("*.json")),
-        "figures": sorted(p for sub in ("eval", "quant", "analysis", "dynamics", "knockout")
-                          for p in (paths["results"] / sub).rglob("*.json")),
-    }[stage]
-    return [str(p) for p in found]
 
 
 def describe_file(path: str | Path) -> str:
@@ -284,7 +160,7 @@ def _git_commit() -> str:
 
 
 def _device_line(config: dict, stage: str) -> str:
-    if stage not in MODEL_STAGES:
+    if not get_stage(stage).device:
         return "cpu (this stage uses no accelerator)"
     import torch
 
@@ -303,7 +179,7 @@ def stage_header(stage: str, config: dict, *, variant: str | None = None, bits: 
     lines = [
         "=" * 100,
         f"softpick {', '.join(what)}   (run {config.get('run_name')}, started {time.strftime('%Y-%m-%d %H:%M:%S %Z')})",
-        f"config digest  {config_digest(config, stage)}  (sha256 of sections {', '.join(STAGE_SECTIONS[stage])})",
+        f"config digest  {config_digest(config, stage)}  (sha256 of sections {', '.join(get_stage(stage).sections)})",
         f"full config    {config_digest(config)}",
         f"device         {_device_line(config, stage)}",
         f"host           {platform.node()}, {platform.platform()}",
@@ -380,17 +256,6 @@ def _stage_logging(stream):
         logger.propagate = propagate
 
 
-def _device(name: str) -> str:
-    from .train import resolve_device
-
-    return str(resolve_device(name))
-
-
-def _require(path: Path, stage: str) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first (or `snakemake --cores all`)")
-
-
 @contextlib.contextmanager
 def redirect_output(log_path: str | Path):
     """Send this process's stdout / stderr (progress bars included, one line per redraw at most every
@@ -416,8 +281,9 @@ def redirect_output(log_path: str | Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """`softpick <stage> [options]`: one subcommand per stage, each with its own --help."""
+    """`softpick <stage> [options]`: one subcommand per stage of the registry, each with its own --help."""
     parser = argparse.ArgumentParser(prog="softpick", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"softpick {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", action="append", default=[], metavar="FILE",
                         help="YAML merged over configs/default.yaml (repeatable, in order)")
@@ -425,15 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one key, e.g. --set train.max_steps=50 (value parsed as YAML; repeatable)")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     kinds = attention_kinds()
-    for stage in STAGES:
-        p = sub.add_parser(stage, parents=[common], help=STAGE_HELP[stage], description=STAGE_HELP[stage])
-        if stage in VARIANT_STAGES:
-            p.add_argument("--variant", required=True, choices=kinds,
-                           help="attention variant (one of config 'variants')")
-        if stage == "quantize":
+    for spec in REGISTRY.values():
+        p = sub.add_parser(spec.name, parents=[common], help=spec.help, description=spec.help)
+        if spec.variant:
+            p.add_argument("--variant", required=True, choices=kinds, help="attention variant (one of config 'variants')")
+        if spec.quantized:
             methods, bits = quantize_choices()
             p.add_argument("--bits", type=int, required=True, choices=bits, help="bit width (one of config 'quantize.bits')")
             p.add_argument("--method", required=True, choices=methods, help="quantizer (one of config 'quantize.methods')")
+        for arg in spec.arguments:
+            p.add_argument(*arg.flags, **arg.options)
     return parser
 
 
@@ -448,12 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.set)
         with _stage_logging(sys.stderr):
             run_stage(args.stage, config, variant=getattr(args, "variant", None), bits=getattr(args, "bits", None),
-                      method=getattr(args, "method", None))
+                      method=getattr(args, "method", None), options=vars(args))
     except (ValueError, FileNotFoundError, DataSourceUnavailableError) as err:
         print(f"softpick {args.stage}: error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,34 +24,20 @@ e.g. a cluster login node).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+from .errors import ConfigError
+from .schema import coerce_numbers, load_schema, raise_schema_errors, resource_path, validate_section  # noqa: F401
 
-
-def resource_path(checkout_rel: str, packaged_rel: str) -> Path:
-    """A file shipped with the project: from the checkout in the working directory when there is one
-    (Snakemake runs there; its configs / schemas win over an installed copy), else the copy inside the
-    package (softpick/_resources: links into the source tree, real files in a non-editable install)."""
-    local = Path.cwd() / checkout_rel
-    if local.exists() and (Path.cwd() / "workflow" / "schemas" / "config.schema.json").exists():
-        return local.resolve()
-    return (Path(__file__).resolve().parent / "_resources" / packaged_rel).resolve()
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree (a non-editable install has none)
-SCHEMA_DIR = resource_path("workflow/schemas", "schemas")
 DEFAULT_CONFIG = resource_path("configs/default.yaml", "configs/default.yaml")
-
-
-class ConfigError(ValueError):
-    """A configuration key, type or value is wrong; the message names it."""
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -64,82 +50,18 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _inline_refs(node: Any, schema_dir: Path) -> Any:
-    if isinstance(node, dict):
-        if "$ref" in node and not node["$ref"].startswith("#"):
-            path = schema_dir / node["$ref"]
-            if not path.exists():
-                raise FileNotFoundError(f"schema fragment {path} referenced by config.schema.json is missing")
-            return _inline_refs(json.loads(path.read_text()), schema_dir)
-        return {k: _inline_refs(v, schema_dir) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline_refs(v, schema_dir) for v in node]
-    return node
-
-
-def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict:
-    schema = json.loads((schema_dir / "config.schema.json").read_text())
-    return _inline_refs(schema, schema_dir)
-
-
-def _describe(error) -> str:
-    where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
-        keys = ", ".join(f"'{where + '.' if error.absolute_path else ''}{k}'" for k in extra)
-        return f"unknown config key {keys} (allowed here: {allowed})"
-    if error.validator == "required":
-        return f"config section '{where}' is missing a key: {error.message}"
-    return f"config key '{where}': {error.message}"
-
-
-# A YAML 1.2 / JSON float written without a dot, which YAML 1.1 (PyYAML) leaves a string: 1e-3, 5E+4, -2e10
-_FLOAT_TEXT = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
-
-
-def _types(schema: dict) -> set:
-    t = schema.get("type", ())
-    types = {t} if isinstance(t, str) else set(t)
-    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
-        types |= _types(branch)
-    return types
-
-
-def coerce_numbers(node: Any, schema: dict) -> Any:
-    """Replace, in place, strings like "1e-3" by floats where `schema` takes a number but no string."""
-    if isinstance(node, dict):
-        props = schema.get("properties", {})
-        for key, value in node.items():
-            sub = props.get(key, schema.get("additionalProperties"))
-            if isinstance(sub, dict):
-                node[key] = coerce_numbers(value, sub)
-    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
-        node[:] = [coerce_numbers(v, schema["items"]) for v in node]
-    elif isinstance(node, str) and _FLOAT_TEXT.match(node.strip()):
-        types = _types(schema)
-        if "number" in types and "string" not in types:
-            return float(node)
-    return node
-
-
 def validate_config(config: dict, *, check_device: bool = True) -> dict:
     """Raise ConfigError naming every bad key; return the config when valid.
 
     Numeric strings such as "1e-3" become floats in place where the schema asks for a number.
     check_device: reject device 'cuda' when torch sees no CUDA device (the Snakefile: every job
     runs here; the CLI checks it only for the stages that use the device)."""
-    import jsonschema
-
     schema = load_schema()
     coerce_numbers(config, schema)
     bad = [f"config key '{k}': {v} is not a finite number" for k, v in _non_finite(config, "")]
     if bad:  # YAML's .nan / .inf pass the schema's "number"
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    raise_schema_errors(schema, config)
     _check_run_name(config["run_name"])
     train = config["train"]
     if train["global_batch_size"] % train["micro_batch_size"]:
@@ -160,8 +82,7 @@ def validate_config(config: dict, *, check_device: bool = True) -> dict:
             f"'model.num_attention_heads' ({model['num_attention_heads']}): each key/value head serves a whole group"
         )
     _check_eval_length(config)
-    _check_group_size(config)
-    _check_quantize(config["quantize"])  # (method, bits, group_size) each method supports
+    _check_quantize(config)  # group size against the layers; (method, bits, group_size) each method supports
     if check_device:
         check_device_available(config)
     return config
@@ -210,47 +131,17 @@ def _check_eval_length(config: dict) -> None:
         )
 
 
-def _vocab_size(config: dict) -> int | None:
-    tok = config.get("data", {}).get("tokenizer", {}) or {}
-    return tok.get("vocab_size", 8192) if tok.get("kind", "bpe") == "bpe" else None
-
-
-def _check_group_size(config: dict) -> None:
-    """Every weight HQQ quantizes is split into groups of quantize.group_size consecutive weights, so
-    each quantized layer's weight count must be a multiple of it (the layers: softpick.quantize.linear_layers
-    of the configured model, built on the meta device). The lm_head counts only when quantized and the
-    vocabulary size is known before the data stage (a BPE tokenizer)."""
-    quant = config.get("quantize", {})
-    group = quant.get("group_size")
-    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
-        return
-    import torch
-
-    from .quantize import linear_layers
-    from .train import build_model
-
-    lm_head = bool(quant.get("quantize_lm_head", False))
-    vocab = _vocab_size(config) if lm_head else None
-    bad: dict[str, tuple] = {}
-    for variant in config["variants"]:
-        with torch.device("meta"):
-            model = build_model(config["model"], variant, vocab or 256, config["train"]["seq_len"])
-        for name, layer in linear_layers(model, lm_head and vocab is not None):
-            if layer.weight.numel() % group:
-                bad.setdefault(name.split(".")[-1] if ".layers." in name else name, tuple(layer.weight.shape))
-    if bad:
-        shapes = ", ".join(f"{n} {list(s)}" for n, s in bad.items())
-        raise ConfigError(
-            f"config key 'quantize.group_size' ({group}) does not divide the weight count of the quantized "
-            f"layers {shapes}: HQQ splits each weight into groups of group_size consecutive values"
-        )
-
-
-def _check_quantize(quant_cfg: dict) -> None:
-    from .quantize import quantize_jobs  # the registry of methods and their bit widths
+def _check_quantize(config: dict) -> None:
+    """The quantization checks (softpick.quantize): the group size against the quantized layers, and
+    (method, bits, group_size) each configured method supports."""
+    from .quantize import check_group_size, quantize_jobs
 
     try:
-        quantize_jobs(quant_cfg)
+        check_group_size(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        quantize_jobs(config["quantize"])
     except ValueError as err:
         raise ConfigError(f"config section 'quantize': {err}") from None
 

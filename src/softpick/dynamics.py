@@ -7,7 +7,8 @@ directory's snapshots.json with their sha256). For each snapshot this stage meas
   x train.micro_batch_size windows of train.seq_len, BOS first when train.bos_first), in float32;
 * sink rate (eps of analysis.sink_eps) at each length of dynamics.lengths and at analysis.max_len,
   kurtosis, max |h|, exact-zero attention sparsity and dead heads: softpick.analysis.analyze_model
-  on the first dynamics.num_docs validation documents (each truncated, BOS at position 0).
+  with the accumulators of those metrics only (METRICS) on the first dynamics.num_docs validation
+  documents (each truncated, BOS at position 0).
 
 So the sink-emergence curve (Gu et al. 2024) and the dead-heads-vs-step analysis (the paper's v4
 section 7.2) come out of one pass, with the same definitions as the analyze stage.
@@ -22,12 +23,16 @@ import torch
 
 from .analysis import analyze_model
 from .atomic import sha256_file, write_json_atomic
-from .finite import check_finite_metrics, check_finite_model
+from .finite import check_finite_metrics
 
 DEFAULT_DYNAMICS: dict = {
     "num_docs": 64,          # validation documents per snapshot
     "lengths": [64, 256],    # sink rate at these truncation lengths, beside analysis.max_len
 }
+
+
+# the analysis accumulators (softpick.analysis.registry) a snapshot's record reads
+METRICS = ("sinks", "dead_heads", "moments", "sparsity", "length_sweep")
 
 
 class SnapshotError(ValueError):
@@ -57,16 +62,12 @@ def list_snapshots(model_dir: str | Path) -> list[dict]:
 
 
 def load_snapshot(model_dir: str | Path, snapshot: dict, device="cpu"):
-    """The model of model_dir/config.json with the weights of one snapshot."""
-    from safetensors.torch import load_file
-
-    from .model import SoftpickConfig, SoftpickForCausalLM
+    """The model of model_dir/config.json with the weights of one snapshot (list_snapshots checked the
+    directory and the snapshot's sha256)."""
+    from .loading import load_model
 
     model_dir = Path(model_dir)
-    model = SoftpickForCausalLM(SoftpickConfig.from_pretrained(model_dir))
-    model.load_state_dict(load_file(str(model_dir / snapshot["file"])))
-    check_finite_model(model, model_dir / snapshot["file"])
-    return model.to(device).eval()
+    return load_model(model_dir, device=device, weights=model_dir / snapshot["file"], verify=False)
 
 
 def measure_snapshot(model, data: dict, config: dict, device="cpu") -> dict:
@@ -74,13 +75,12 @@ def measure_snapshot(model, data: dict, config: dict, device="cpu") -> dict:
     from .train import validation_loss
 
     tcfg, dcfg = config["train"], {**DEFAULT_DYNAMICS, **(config.get("dynamics") or {})}
-    acfg = {**config["analysis"], "num_docs": dcfg["num_docs"], "example_doc": 0, "length_sweep": [],
-            "sink_short_len": None, "box_sample_size": 1000}
+    acfg = {**config["analysis"], "num_docs": dcfg["num_docs"]}
     with torch.no_grad():
         val = validation_loss(model, data["val_tokens"], tcfg["seq_len"], tcfg.get("val_batches", 8),
                               tcfg["micro_batch_size"], device, data["bos_id"])
     acfg["length_sweep"] = sorted({int(n) for n in dcfg["lengths"] if int(n) < int(acfg["max_len"])})
-    summary, _ = analyze_model(model, data["tokens"], data["offsets"], acfg, device)
+    summary, _ = analyze_model(model, data["tokens"], data["offsets"], acfg, device, metrics=METRICS)
     sink = {str(s["length"]): s["sink_rate"] for s in summary["length_sweep"]}
     sink[str(summary["max_len"])] = summary["sink_rate"]
     dead = summary["dead_heads"] or {"pct": {}}
@@ -125,5 +125,5 @@ def run_dynamics(model_dir: str | Path, data_dir: str | Path, config: dict, out_
     return out
 
 
-__all__ = ["DEFAULT_DYNAMICS", "SnapshotError", "list_snapshots", "load_snapshot", "measure_snapshot",
+__all__ = ["DEFAULT_DYNAMICS", "METRICS", "SnapshotError", "list_snapshots", "load_snapshot", "measure_snapshot",
            "run_dynamics"]

@@ -21,17 +21,15 @@ without special tokens (add_bos_token=False; BOS only prefixes empty contexts an
 perplexity window), float32,
 max_length from the config, lm-eval seeds fixed, bootstrap stderr single-process (1000 draws).
 
-    python -m softpick.evaluate MODEL_DIR --val-docs results/<run>/data/val_docs.jsonl --out eval.json
+    python -m softpick evaluate --variant softpick   # the evaluate stage: results/<run>/eval/softpick.json
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import random
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -40,8 +38,13 @@ import numpy as np
 import torch
 
 from .atomic import write_json_atomic
-from .finite import check_finite_metrics, check_finite_model
+from .finite import check_finite_metrics
 from .lm_eval_tasks import loader
+from .loading import load_model_and_tokenizer
+
+# read at run time besides the modules (softpick.stages.code): the task definitions lm-eval loads
+# through --include_path, with the loader they name
+PACKAGE_FILES = ("lm_eval_tasks/*.yaml", "lm_eval_tasks/*.py")
 
 TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "lambada", "piqa", "hellaswag", "winogrande",
                           "boolq", "openbookqa", "sciq")
@@ -232,19 +235,6 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def load_model_dir(model_dir: str | Path, device: str = "cpu"):
-    """(model, tokenizer) from an exported model dir (HF model + its tokenizer), float32, eval mode; every
-    file checked against the dir's manifest first (a ModelIntegrityError names a changed one)."""
-    from transformers import AutoTokenizer
-
-    from .hf_export import load_model
-
-    model = load_model(model_dir, torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    check_finite_model(model, model_dir)  # a NaN model would still give accuracies
-    return model.to(device).eval(), tokenizer
-
-
 def check_eval_metrics(record: dict, source) -> None:
     """NonFiniteError when an accuracy / perplexity of `record` is NaN, inf or missing (stderrs may be null)."""
     check_finite_metrics({"tasks": record["tasks"], "perplexity": record.get("perplexity") or {}}, source,
@@ -262,39 +252,9 @@ def evaluate_dir(model_dir: str | Path, eval_cfg: dict, val_docs: str | Path | N
                  device: str = "cpu") -> dict:
     """Load model_dir, evaluate it per eval_cfg, write out_json atomically; returns the record."""
     t0 = time.perf_counter()
-    model, tokenizer = load_model_dir(model_dir, device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device)  # files checked against the manifest first
     res = evaluate_model(model, tokenizer, val_docs=val_docs, device=device, **eval_kwargs(eval_cfg))
     record = {"model_dir": str(model_dir), **res, "seconds": round(time.perf_counter() - t0, 3)}
     check_eval_metrics(record, out_json)
     write_json_atomic(out_json, record)
     return record
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    from .config import load_config
-
-    defaults = load_config()["eval"]  # configs/default.yaml's, as in the pipeline
-    ap = argparse.ArgumentParser(description="lm-eval zero-shot tasks + held-out perplexity for one model dir "
-                                             "(defaults: the default config's eval section)")
-    ap.add_argument("model_dir")
-    ap.add_argument("--val-docs", default=None)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--tasks", default=",".join(defaults["tasks"]))
-    ap.add_argument("--limit", type=int, default=defaults["limit"])
-    ap.add_argument("--ppl-max-docs", type=int, default=defaults["ppl_max_docs"])
-    ap.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    ap.add_argument("--max-length", type=int, default=defaults["max_length"])
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args(argv)
-    cfg = {"tasks": [t for t in a.tasks.split(",") if t], "limit": a.limit, "ppl_max_docs": a.ppl_max_docs,
-           "batch_size": a.batch_size, "max_length": a.max_length}
-    rec = evaluate_dir(a.model_dir, cfg, a.val_docs, a.out, a.device)
-    json.dump(rec, sys.stdout, indent=2)
-    print()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ dispatch already treats as "Triton not available" (the torch path runs).
 
 `write_manifest(model_dir)` records the size and sha256 of every file of a saved model directory in
 its manifest.json (save_pretrained writes one; the train stage rewrites it last, over the tokenizer,
-log and summary too); `load_model` checks them (`verify_model_dir`) before loading, so a changed,
+log and summary too); `softpick.loading.load_model` checks them (`verify_model_dir`) before loading, so a changed,
 truncated or missing file is one ModelIntegrityError naming it (a ValueError: the CLI exits 2).
 """
 from __future__ import annotations
@@ -201,12 +201,3 @@ def verify_model_dir(model_dir: str | Path) -> dict:
                                   + "; ".join(problems) + f"; {RERUN}")
     return manifest
 
-
-def load_model(model_dir: str | Path, dtype=None):
-    """verify_model_dir, then AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype) (this package's classes)."""
-    from transformers import AutoModelForCausalLM
-
-    from . import model as _registers_auto_classes  # noqa: F401
-
-    verify_model_dir(model_dir)
-    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)

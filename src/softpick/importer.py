@@ -397,7 +397,7 @@ def _copy_tokenizer(ckpt: Path, out_dir: Path, where: str) -> None:
 # ----------------------------------------------------------------------------- the pipeline stage
 def models_from_sources(config: dict) -> dict[str, str]:
     """config `models_from` checked against `variants`: every variant imported, nothing else named."""
-    from .config import ConfigError
+    from .errors import ConfigError
 
     sources = config.get("models_from") or {}
     extra = sorted(set(sources) - set(config["variants"]))
@@ -466,7 +466,7 @@ def import_stage(config: dict, variant: str, model_dir: str | Path, data_dir: st
     import yaml
 
     from .atomic import sha256_file, write_json_atomic
-    from .config import ConfigError
+    from .errors import ConfigError
     from .train import git_commit
 
     sources = models_from_sources(config)

@@ -4,7 +4,7 @@ For each length n of knockout.lengths (null = analysis.max_len) on knockout.num_
 windows of n tokens (train.bos_first: BOS first, as in training):
 
 1. the sink heads: (layer, head) pairs whose attention weight on key 0, averaged over the queries
-   and the windows, exceeds knockout.eps (Gu et al.'s sink score, per head);
+   and the windows, exceeds knockout.eps (Gu et al.'s sink score, softpick.analysis.sink_scores, per head);
 2. the knockout: the validation loss with the weight of key 0 set to 0 in exactly those heads
    (nothing renormalised: out_h,t loses a_h,t,0 * v_h,0), minus the loss of the intact model;
 3. the control: the same knockout in as many heads drawn at random from the other heads,
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .analysis import sink_scores
 from .atomic import write_json_atomic
 from .attention import get_kind
-from .finite import check_finite_metrics, check_finite_model
+from .finite import check_finite_metrics
 
 DEFAULT_KNOCKOUT: dict = {
     "lengths": [64, None],  # window lengths; null = analysis.max_len
@@ -97,7 +98,7 @@ def _loss_and_first_weight(model, windows: torch.Tensor, batch_size: int, device
         x = windows[i:i + batch_size].to(device)
         out = model(x[:, :-1], targets=x[:, 1:], output_attentions=True)
         losses.append(float(out.loss) * len(x))
-        w0 = torch.stack([a[:, :, :, 0].double().mean(dim=-1).sum(dim=0) for a in out.attentions])  # [L, H]
+        w0 = torch.stack([sink_scores(a).sum(dim=0) for a in out.attentions])  # [L, H] summed over the windows
         first = w0 if first is None else first + w0
     return sum(losses) / len(windows), (first / len(windows)).cpu().numpy()
 
@@ -148,12 +149,11 @@ def run_knockout(model_dir: str | Path, data_dir: str | Path, config: dict, out_
     from transformers import AutoTokenizer
 
     from .data import load_tokens
-    from .hf_export import load_model
+    from .loading import load_model
     from .train import window_bos_id
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
-    model = load_model(model_dir, torch.float32).to(device)  # its files checked against the manifest first
-    check_finite_model(model, model_dir)
+    model = load_model(model_dir, device=device)  # files checked against the manifest; finite
     val_tokens, _ = load_tokens(data_dir, "val")
     bos_id = window_bos_id(config["train"], AutoTokenizer.from_pretrained(data_dir / "tokenizer"))
     cfg = {**DEFAULT_KNOCKOUT, **(config.get("knockout") or {})}

@@ -1,11 +1,11 @@
 """The torchrun command of a multi-process train job: one node (--standalone) or several (c10d rendezvous).
 
-    python -m softpick.launch --config <resolved.yaml> --variant softpick [--operational JSON] [--dry-run]
+    softpick launch --config <resolved.yaml> --variant softpick [--operational JSON] [--dry-run]
 
 takes train.gpus (processes per node), train.nodes and train.rdzv_port from --operational (a JSON
 object of train keys, which the train processes also get as --set overrides; the Snakemake rule
-passes the keys that do not change the model this way) or else from the config file, prints the
-command and runs it in place of itself. Where the rendezvous endpoint comes from when nodes > 1:
+passes the keys that do not change the model this way) or else from the config, prints the
+command and runs it in place of itself (the stage softpick.stages.launch). Where the rendezvous endpoint comes from when nodes > 1:
 
   under SLURM (SLURM_JOB_ID set)  host: the first host of SLURM_JOB_NODELIST, port: train.rdzv_port,
                                   id: SLURM_JOB_ID; one torchrun per node through
@@ -13,13 +13,12 @@ command and runs it in place of itself. Where the rendezvous endpoint comes from
   otherwise                       host: MASTER_ADDR, port: MASTER_PORT (else train.rdzv_port),
                                   id: softpick-<variant>; run the same command on every machine
 
-torchrun_command() is the pure part (argv from arguments and an environment mapping); main() adds
+torchrun_command() is the pure part (argv from arguments and an environment mapping); launch() adds
 what needs the machine: SLURM's node list when the job step's environment lacks it (the Snakemake
 SLURM executor passes only SLURM_JOB_ID on), and `scontrol show hostnames` to expand it.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -159,7 +158,7 @@ def rendezvous_endpoint(variant: str, rdzv_port: int, env: Mapping[str, str],
     return host, port, f"softpick-{variant}"
 
 
-def torchrun_command(python: str, config: str, variant: str, *, gpus: int, nodes: int = 1, rdzv_port: int = 29500,
+def torchrun_command(python: str, config: str | Sequence[str], variant: str, *, gpus: int, nodes: int = 1, rdzv_port: int = 29500,
                      env: Mapping[str, str] | None = None, rendezvous: bool = False, cpus_per_node: int | None = None,
                      train_args: Sequence[str] = (),
                      hostnames: Callable[[str], list[str]] = expand_nodelist) -> list[str]:
@@ -169,14 +168,17 @@ def torchrun_command(python: str, config: str, variant: str, *, gpus: int, nodes
     for the c10d endpoint form there too. Several nodes: --nnodes / --rdzv_backend=c10d /
     --rdzv_endpoint=<host>:<port> / --rdzv_id, wrapped in srun (one torchrun per node) under SLURM;
     cpus_per_node becomes srun's --cpus-per-task (a step otherwise gets SLURM's default of 1 CPU);
-    train_args go after `softpick train` (e.g. --set overrides).
+    config: the config file(s) of the train processes (--config each); train_args go after
+    `softpick train` (e.g. --set overrides).
     """
     env = os.environ if env is None else env
     train_processes(gpus, nodes)
     if gpus < 1:
         raise LaunchError(f"config key 'train.gpus' is {gpus}: torchrun needs >= 1 process per node "
                           f"(train.gpus: 0 trains in one CPU process, without this launcher)")
-    train = ["-m", "softpick", "train", "--config", str(config), "--variant", variant, *train_args]
+    configs = [config] if isinstance(config, (str, os.PathLike)) else list(config)
+    train = ["-m", "softpick", "train", *(a for c in configs for a in ("--config", str(c))), "--variant", variant,
+             *train_args]
     torchrun = [python, "-m", "torch.distributed.run"]
     if nodes == 1 and not rendezvous:
         return [*torchrun, "--standalone", f"--nproc_per_node={gpus}", *train]
@@ -230,52 +232,32 @@ def _operational(text: str | None) -> dict:
     return keys
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m softpick.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the config YAML the train processes read")
-    parser.add_argument("--variant", required=True, help="attention variant (softmax | softpick)")
-    parser.add_argument("--operational", metavar="JSON",
-                        help="train keys as a JSON object, e.g. '{\"gpus\": 8, \"nodes\": 2}': the launch counts "
-                             "and --set train.<key>=<value> for the train processes")
-    parser.add_argument("--gpus", type=int, help="processes per node (default: train.gpus)")
-    parser.add_argument("--nodes", type=int, help="machines (default: train.nodes)")
-    parser.add_argument("--rdzv-port", type=int, help="rendezvous port (default: train.rdzv_port)")
-    parser.add_argument("--rendezvous", action="store_true",
-                        help="c10d endpoint rendezvous even on one node (default there: --standalone)")
-    parser.add_argument("--cpus-per-node", type=int, help="CPUs of each node's torchrun under srun (--cpus-per-task)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter of the train processes")
-    parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
-    args = parser.parse_args(argv)
+def launch(train_cfg: dict, variant: str, *, config_files: Sequence[str] = (), overrides: Sequence[str] = (),
+           operational: str | None = None, gpus: int | None = None, nodes: int | None = None,
+           rdzv_port: int | None = None, rendezvous: bool = False, cpus_per_node: int | None = None,
+           python: str = sys.executable, dry_run: bool = False) -> None:
+    """`softpick launch`: build the torchrun command of `variant` and run it in place of this process.
 
-    import yaml
-
-    try:
-        with open(args.config) as fh:
-            tcfg = (yaml.safe_load(fh) or {}).get("train") or {}
-        keys = _operational(args.operational)
-        tcfg = {**tcfg, **keys}
-        gpus = args.gpus if args.gpus is not None else tcfg.get("gpus", 0)
-        nodes = args.nodes if args.nodes is not None else tcfg.get("nodes", 1)
-        port = args.rdzv_port if args.rdzv_port is not None else tcfg.get("rdzv_port", 29500)
-        env = _machine_env(os.environ) if (nodes != 1 or args.rendezvous) else dict(os.environ)
-        sets = [a for k, v in keys.items() for a in ("--set", f"train.{k}={json.dumps(v)}")]
-        cmd = torchrun_command(args.python, args.config, args.variant, gpus=gpus, nodes=nodes, rdzv_port=port,
-                               env=env, rendezvous=args.rendezvous, cpus_per_node=args.cpus_per_node,
-                               train_args=sets, hostnames=slurm_hostnames)
-    except (LaunchError, OSError) as err:
-        print(f"softpick.launch: error: {err}", file=sys.stderr)
-        return 2
-    print(f"softpick.launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    if args.dry_run:
+    train_cfg: the config's train section (config_files merged over the default, with overrides), where
+    gpus / nodes / rdzv_port come from unless given; operational: train keys as a JSON object, over
+    train_cfg and passed on as --set train.<key>=<value>. The train processes get the same --config
+    files and --set overrides. dry_run: print the command (stdout) instead of running it."""
+    keys = _operational(operational)
+    tcfg = {**train_cfg, **keys}
+    gpus = gpus if gpus is not None else tcfg.get("gpus", 0)
+    nodes = nodes if nodes is not None else tcfg.get("nodes", 1)
+    port = rdzv_port if rdzv_port is not None else tcfg.get("rdzv_port", 29500)
+    env = _machine_env(os.environ) if (nodes != 1 or rendezvous) else dict(os.environ)
+    sets = [*(a for s in overrides for a in ("--set", s)),
+            *(a for k, v in keys.items() for a in ("--set", f"train.{k}={json.dumps(v)}"))]
+    cmd = torchrun_command(python, config_files, variant, gpus=gpus, nodes=nodes, rdzv_port=port, env=env,
+                           rendezvous=rendezvous, cpus_per_node=cpus_per_node, train_args=sets,
+                           hostnames=slurm_hostnames)
+    print(f"softpick launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    if dry_run:
         print(shlex.join(cmd))
-        return 0
+        return
     executable = shutil.which(cmd[0])
     if executable is None:
-        print(f"softpick.launch: error: {cmd[0]!r} is not on PATH", file=sys.stderr)
-        return 2
+        raise LaunchError(f"{cmd[0]!r} is not on PATH")
     os.execv(executable, cmd)  # signals from Snakemake / SLURM reach torchrun directly
-
-
-if __name__ == "__main__":
-    sys.exit(main())

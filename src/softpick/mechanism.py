@@ -23,7 +23,7 @@ for every hidden state; accuracy at copy positions and at bigram positions, the 
 the Bayes-optimal accuracy of the true bigram model.
 
     python -m softpick mechanism --variant softmax     # results/<run>/mechanism/softmax.json
-    python -m softpick mechanism_figure                # figures/<run>/mechanism.png / .pdf
+    python -m softpick mechanism_figure                # figures/<run>/mechanism.png / .pdf (softpick.figures.mechanism)
 """
 from __future__ import annotations
 
@@ -31,17 +31,17 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .analysis import sink_rate, sink_rate_per_layer, sink_scores
+from .analysis import Batch, PassInfo, SinkRate, sink_rate, sink_scores
 from .atomic import write_json_atomic
 
 __all__ = [
     "BOS", "BigramBackcopy", "bigram_task_from_tokens", "load_task", "build_model", "train_model",
-    "measure", "run_mechanism", "plot_mechanism", "main",
+    "measure", "run_mechanism",
 ]
 
 BOS = 0  # task id of BOS; corpus tokens get ids 1..V
@@ -309,6 +309,8 @@ def measure(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator) ->
     trans = torch.from_numpy(task.transition)
     is_trigger = task.is_trigger
     parts: dict[str, list] = {}
+    sinks = SinkRate(cfg["sink_eps"])  # the analysis's sink-rate accumulator
+    sinks.begin(PassInfo(num_docs=n_total))
     sums = {k: 0.0 for k in ("copy_hit", "copy_n", "bigram_hit", "bigram_agree", "bigram_n", "bayes_hit",
                              "bayes_expected", "first_hit", "first_n", "nll_copy", "nll_bigram", "nll_bayes", "nll_all", "n_all")}
     norms = []
@@ -319,8 +321,10 @@ def measure(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator) ->
             x = torch.from_numpy(task.sample(rng, b, T + 1))
             inp, tgt = x[:, :-1], x[:, 1:]
             out = model(input_ids=inp, output_attentions=True, output_hidden_states=True)
+            sinks.observe(Batch(idx=np.arange(done, done + b), ids=inp, mask=None, attentions=out.attentions))
             for k, v in attention_measures(out.attentions, inp, is_trigger, m).items():
-                parts.setdefault(k, []).append(v)
+                if k != "sink":  # measured by `sinks`
+                    parts.setdefault(k, []).append(v)
             hs = torch.stack([h.detach().norm(dim=-1) for h in out.hidden_states])  # [S, B, T]
             norms.append(hs.to(torch.float64))
             logp = torch.log_softmax(out.logits.double(), dim=-1)
@@ -348,17 +352,15 @@ def measure(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator) ->
             done += b
     arr = {k: np.concatenate(v, axis=-1) if k != "map_sum" else np.sum(v, axis=0) for k, v in parts.items()}
     norms = torch.cat(norms, dim=1).numpy()  # [S, N, T]
-    L = len(arr["sink"])
-    eps_list = cfg["sink_eps"]
+    L = sinks.scores.shape[0]
     bos_norm = norms[:, :, 0].mean(axis=1)
     other_norm = norms[:, :, 1:].mean(axis=(1, 2))
     s = sums
     return {
         "eval_sequences": n_total,
         "trigger_query_fraction": s["copy_n"] / (s["copy_n"] + s["bigram_n"]),
-        "sink_rate": {f"{e:g}": sink_rate(arr["sink"], e) for e in eps_list},
-        "sink_rate_per_layer": {f"{e:g}": sink_rate_per_layer(arr["sink"], e) for e in eps_list},
-        "sink_score_mean": _nanmean(arr["sink"], axis=-1).tolist(),  # [L][H]
+        **sinks.rates(),  # sink_rate, sink_rate_per_layer
+        "sink_score_mean": sinks.score_means().tolist(),  # [L][H]
         "bos_attention": {
             "trigger_queries": float(_nanmean(arr["bos_trigger"])),
             "non_trigger_queries": float(_nanmean(arr["bos_other"])),
@@ -452,109 +454,3 @@ def _finite_or_none(o):
     if isinstance(o, (list, tuple)):
         return [_finite_or_none(v) for v in o]
     return o
-
-
-# ----------------------------------------------------------------------------------------------
-# Figure
-# ----------------------------------------------------------------------------------------------
-def plot_mechanism(json_paths: Mapping[str, str | Path], out) -> list[Path]:
-    """Variants side by side: mean attention map (first positions), attention on BOS at trigger vs
-    other queries, residual norm at BOS vs other positions, accuracy; PNG + PDF."""
-    import matplotlib.pyplot as plt
-    from matplotlib import colors as mcolors
-    from matplotlib.gridspec import GridSpec
-
-    from .plots import color, save_figure
-
-    res = {v: json.loads(Path(p).read_text()) for v, p in json_paths.items()}
-    variants = list(res)
-    eps = "0.3" if all("0.3" in r["sink_rate"] for r in res.values()) else next(iter(next(iter(res.values()))["sink_rate"]))
-    fig = plt.figure(figsize=(4.2 * max(3, len(variants) + 1), 8.4), layout="constrained")
-    gs = GridSpec(2, max(3, len(variants) + 1), figure=fig, height_ratios=[1.15, 1])
-
-    for i, v in enumerate(variants):  # row 1: one attention map per variant
-        ax = fig.add_subplot(gs[0, i])
-        amap = np.nanmean(np.asarray(res[v]["attention_map"]["mean"], dtype=float), axis=(0, 1))
-        cmap = mcolors.LinearSegmentedColormap.from_list(v, ["#FFFFFF", color(v)]).with_extremes(bad="#F2F2F2")
-        masked = np.ma.masked_where(np.triu(np.ones_like(amap, dtype=bool), 1), amap)
-        im = ax.imshow(masked, cmap=cmap, norm=mcolors.PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
-        ax.grid(False)
-        ax.set_title(f"{v}: sink rate {res[v]['sink_rate'][eps]:.1f}%  (ε = {eps})", color=color(v), fontweight="bold")
-        ax.set_xlabel("key position (0 = BOS)")
-        ax.set_ylabel("query position")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="mean attention weight")
-    ax = fig.add_subplot(gs[0, len(variants)])  # how it forms during training (the probe sequences)
-    for v in variants:
-        log = [e for e in res[v]["train"]["log"] if "bos_attention_non_trigger" in e]
-        steps = [e["step"] for e in log]
-        ax.plot(steps, [e["bos_attention_non_trigger"] for e in log], "-", color=color(v), lw=2.2,
-                label=f"{v}: attention on BOS, other queries")
-        ax.plot(steps, [e["copy_accuracy"] for e in log], ":", color=color(v), lw=1.8, label=f"{v}: copy accuracy")
-    ax.set_ylim(-0.02, 1.05)
-    ax.set_xlabel("training step")
-    ax.set_title("during training")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=8, frameon=False, loc="center right")
-
-    ax = fig.add_subplot(gs[1, 0])
-    _bars(ax, variants, {v: [res[v]["bos_attention"]["trigger_queries"], res[v]["bos_attention"]["non_trigger_queries"]]
-                         for v in variants}, ["trigger queries\n(must copy)", "other queries\n(nothing to do)"], color, fmt="{:.2f}")
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("mean attention on BOS")
-    ax.set_title("where the weight goes when a head has no work")
-
-    ax = fig.add_subplot(gs[1, 1])
-    names = next(iter(res.values()))["residual_norm"]["hidden_states"]
-    xs = np.arange(len(names))
-    for v in variants:
-        rn = res[v]["residual_norm"]
-        ax.plot(xs, rn["bos"], "-o", color=color(v), lw=2, label=f"{v}: BOS")
-        ax.plot(xs, rn["others"], "--s", color=color(v), lw=1.5, alpha=0.7, label=f"{v}: other positions")
-    ax.set_xticks(xs, names, rotation=20)
-    ax.set_yscale("log")
-    ax.set_ylabel("mean ‖h‖ (residual stream)")
-    ax.set_title("BOS residual norm vs other positions")
-    ax.legend(fontsize=8, frameon=False)
-
-    ax = fig.add_subplot(gs[1, 2])
-    _bars(ax, variants, {v: [res[v]["accuracy"]["copy"], res[v]["accuracy"]["bigram"]] for v in variants},
-          ["copy positions", "bigram positions"], color, fmt="{:.2f}")
-    bayes = np.mean([r["accuracy"]["bigram_bayes_optimal"] for r in res.values()])
-    ax.hlines(bayes, 0.55, 1.45, colors="#333333", linestyles=":", lw=1.8, label=f"Bayes-optimal bigram {bayes:.2f}")
-    ax.legend(frameon=False, fontsize=8, loc="center right")
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("next-token accuracy")
-    ax.set_title("both variants solve the task")
-    c = next(iter(res.values()))["config"]
-    caption = (f"Bigram-Backcopy (Guo et al. 2024) from the corpus's bigrams: V = {c['vocab_size']}, "
-               f"{c['num_triggers']} triggers, T = {c['seq_len']}; {c['num_layers']} layer(s) × {c['num_heads']} head(s), "
-               f"d = {c['hidden_size']}, {c['steps']} AdamW steps × {c['batch_size']} sequences; "
-               f"{next(iter(res.values()))['eval_sequences']} held-out sequences. "
-               f"Maps: first {next(iter(res.values()))['attention_map']['size']} positions, "
-               "mean over sequences, layers and heads.")
-    return save_figure(fig, out, caption=caption)
-
-
-def _bars(ax, variants, values: Mapping[str, list], groups: list[str], color, fmt: str) -> None:
-    width = 0.8 / len(variants)
-    for i, v in enumerate(variants):
-        xs = np.arange(len(groups)) + (i - (len(variants) - 1) / 2) * width
-        ys = [np.nan if y is None else y for y in values[v]]
-        ax.bar(xs, ys, width * 0.92, color=color(v), label=v)
-        for x, y in zip(xs, ys):
-            if math.isfinite(y):
-                ax.text(x, y, fmt.format(y), ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(np.arange(len(groups)), groups)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=8, loc="upper right")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m softpick.mechanism --variant softmax [--config ...]`: the pipeline's CLI for this stage."""
-    from .cli import main as cli_main
-
-    return cli_main(["mechanism", *(list(argv) if argv is not None else __import__("sys").argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

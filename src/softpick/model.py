@@ -297,6 +297,17 @@ AutoConfig.register(SoftpickConfig.model_type, SoftpickConfig, exist_ok=True)
 AutoModelForCausalLM.register(SoftpickConfig, SoftpickForCausalLM, exist_ok=True)
 
 
+def build_model(model_cfg: dict, variant: str, vocab_size: int, seq_len: int) -> SoftpickForCausalLM:
+    """A freshly initialised model of the config's `model` section with attention kind `variant`."""
+    cfg = SoftpickConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=seq_len,
+        attention_kind=variant,
+        **{k: v for k, v in model_cfg.items()},
+    )
+    return SoftpickForCausalLM(cfg)
+
+
 def count_parameters(model: nn.Module, non_embedding: bool = False) -> int:
     n = sum(p.numel() for p in model.parameters())
     if non_embedding and hasattr(model, "model"):

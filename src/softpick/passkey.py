@@ -180,15 +180,13 @@ def run_passkey(model_dir: str | Path, data_dir: str | Path, passkey_cfg: dict, 
                 variant: str, seed: int, train_seq_len: int | None, device: str = "cpu") -> dict:
     """Score one trained model on the passkey trials and write results/<run>/passkey/<variant>.json."""
     from .data import load_tokenizer
-    from .finite import check_finite_model
-    from .hf_export import load_model
+    from .loading import load_model
 
     cfg = check_config(passkey_cfg)
     tokenizer = load_tokenizer(data_dir)
     prompts = make_trials(tokenizer, cfg["lengths"], cfg["trials"], cfg["key_digits"], seed)  # fails before loading
     dtype = getattr(torch, cfg["dtype"])
-    model = load_model(model_dir, dtype).to(device).eval()  # its files checked against the manifest first
-    check_finite_model(model, model_dir)
+    model = load_model(model_dir, dtype=dtype, device=device)  # files checked against the manifest; finite
     scores = greedy_scores(model, prompts, cfg["batch_size"], device)
     result = {
         "variant": variant,

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .atomic import write_bytes_atomic
-from .config import ConfigError
+from .errors import ConfigError
 
 TENSORBOARD_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib", "val_loss")
 WANDB_KEYS = ("project", "entity", "name", "mode")

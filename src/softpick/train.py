@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .checkpoint import COMPLETE_MARKER, list_checkpoints, save_checkpoint  # noqa: F401 (the public names)
-from .config import ConfigError
 from .data import load_tokens
-from .model import SoftpickConfig, SoftpickForCausalLM, count_parameters
+from .errors import ConfigError
+from .loading import resolve_device
+from .model import build_model, count_parameters
 from .tracking import RunTracker
 
 PARALLELISMS = ("ddp", "fsdp")
@@ -180,30 +181,12 @@ def _fsdp_load(model, optimizer, model_state: dict, optim_state: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config asks for device 'cuda' but torch sees no CUDA device; set device: cpu or auto")
-    return torch.device(name)
-
-
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def build_model(model_cfg: dict, variant: str, vocab_size: int, seq_len: int) -> SoftpickForCausalLM:
-    cfg = SoftpickConfig(
-        vocab_size=vocab_size,
-        max_position_embeddings=seq_len,
-        attention_kind=variant,
-        **{k: v for k, v in model_cfg.items()},
-    )
-    return SoftpickForCausalLM(cfg)
 
 
 @torch.no_grad()

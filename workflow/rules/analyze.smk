@@ -3,7 +3,7 @@ rule analyze:
     input:
         model=lambda w: model_files(w.variant),
         val=f"{RESULTS}/data/tokens_val.npy",
-        code=CODE["analyze"] + CODE["model"],
+        code=code("analyze"),
     output:
         summary=f"{RESULTS}/analysis/{{variant}}.json",
         arrays=f"{RESULTS}/analysis/{{variant}}.npz",
@@ -20,6 +20,7 @@ rule analyze:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["analysis"]["batch_size"], config["analysis"]["max_len"]),
         mem_mb=8000,
         runtime=60,
     script:

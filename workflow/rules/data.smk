@@ -3,7 +3,7 @@ from softpick.data import corpus_files
 LARGE_CORPUS = "data/corpus-large/corpus.jsonl.xz"
 # Every local corpus file the data source reads is an input of the data rule, so editing it reruns the data
 # stage (and what depends on it); the manifest records their sha256. data/corpus-large is built by the rule
-# below only when configured and missing; the hub (fineweb_edu without data.path) has no input file.
+# below only when configured and missing; the hub (fineweb_edu, slimpajama_val without data.path) has no input file.
 CORPUS_INPUT = corpus_files(config["data"])
 
 
@@ -32,7 +32,7 @@ rule large_corpus:
 rule data:
     """Embedded corpus -> tokenizer -> train / validation token files split by document, with a manifest."""
     input:
-        code=CODE["data"],
+        code=code("data"),
         corpus=CORPUS_INPUT,
     output:
         manifest=f"{RESULTS}/data/manifest.json",

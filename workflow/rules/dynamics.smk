@@ -7,7 +7,7 @@ rule dynamics:
     input:
         model=lambda w: model_files(w.variant),
         val=f"{RESULTS}/data/tokens_val.npy",
-        code=CODE["dynamics"] + CODE["model"],
+        code=code("dynamics"),
     output:
         f"{RESULTS}/dynamics/{{variant}}.json",
     params:
@@ -25,6 +25,7 @@ rule dynamics:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["analysis"]["batch_size"], config["analysis"]["max_len"]),
         mem_mb=8000,
         runtime=60,
     script:
@@ -36,7 +37,7 @@ rule knockout:
     input:
         model=lambda w: model_files(w.variant),
         val=f"{RESULTS}/data/tokens_val.npy",
-        code=CODE["knockout"] + CODE["model"],
+        code=code("knockout"),
     output:
         f"{RESULTS}/knockout/{{variant}}.json",
     params:
@@ -54,6 +55,7 @@ rule knockout:
         variant="|".join(VARIANTS),
     threads: 1
     resources:
+        gpu_mem_gb=model_pass_gpu_mem_gb(config["knockout"]["batch_size"], config["analysis"]["max_len"]),
         mem_mb=8000,
         runtime=60,
     script:

@@ -1,15 +1,14 @@
+# The figures and tables (softpick.figures): names, outputs, captions and the result files each reads come from
+# its registry (common.smk figure_outputs / figure_inputs).
+
+
 rule figures:
     """Every figure (PNG and PDF) and table (Markdown and LaTeX) of the run."""
     input:
-        models=[f for v in VARIANTS for f in model_files(v)],
-        eval=expand(f"{RESULTS}/eval/{{variant}}.json", variant=VARIANTS),
-        quant=[f"{RESULTS}/quant/{v}/{m}_{b}bit.json" for v in VARIANTS for m, b in QUANT_JOBS],
-        analysis=expand(f"{RESULTS}/analysis/{{variant}}.{{ext}}", variant=VARIANTS, ext=["json", "npz"]),
-        dynamics=DYNAMICS,
-        knockout=KNOCKOUT,
-        code=CODE["figures"] + sorted(glob.glob(f"{LIB}/figures/*.py")),
+        results=figure_inputs("figures"),
+        code=code("figures"),
     output:
-        figure_outputs(),
+        figure_outputs("figures"),
     params:
         variants=VARIANTS,
         quantize=config["quantize"],
@@ -23,5 +22,32 @@ rule figures:
     resources:
         mem_mb=4000,
         runtime=30,
+    script:
+        "../scripts/stage.py"
+
+
+VARIANTS_TABLE = figure_files("variants_table")
+
+
+rule variants_table:
+    """The paper's Table 3 at this run's scale: sink rates, kurtosis, min / max, sparsity, dead heads, validation loss, passkey."""
+    input:
+        results=figure_inputs("variants_table"),
+        code=code("variants_table"),
+    output:
+        figure_outputs("variants_table"),
+    params:
+        variants=VARIANTS,
+        run_label=RUN,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/variants_table.log",
+    benchmark:
+        f"{BENCH}/variants_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     script:
         "../scripts/stage.py"

@@ -17,7 +17,7 @@ rule import_model:
     """Import one variant's released checkpoint (fla `transformer`, config models_from) instead of training it."""
     input:
         tokenizer=f"{RESULTS}/data/tokenizer/tokenizer.json",  # beside the model when the checkpoint has none; else compared
-        code=[f"{LIB}/importer.py", f"{LIB}/hf_export.py"] + CODE["model"],
+        code=code("import"),
     output:
         [f"{RESULTS}/models/{{variant}}/{name}" for name in MODEL_FILES],
     params:
@@ -33,9 +33,5 @@ rule import_model:
     resources:
         mem_mb=16000,
         runtime=120,
-    run:
-        # in-process, not stage.py: the CLI stage is `import`, a name a rule cannot have
-        from softpick.cli import redirect_output, run_stage
-
-        with redirect_output(log[0]):
-            run_stage("import", config, variant=wildcards.variant, inputs=[str(p) for p in input])
+    script:
+        "../scripts/stage.py"  # the stage `import` (a rule cannot have that name)

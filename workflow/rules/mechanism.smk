@@ -1,7 +1,7 @@
 # The attention-sink mechanism on Bigram-Backcopy (src/softpick/mechanism.py): its own branch of the DAG,
 # from the data stage's training tokens to one JSON per variant and one figure.
 MECHANISM_JSON = expand(f"{RESULTS}/mechanism/{{variant}}.json", variant=VARIANTS)
-MECHANISM_OUTPUTS = MECHANISM_JSON + expand(f"{FIGDIR}/mechanism.{{ext}}", ext=["png", "pdf"])
+MECHANISM_OUTPUTS = MECHANISM_JSON + figure_files("mechanism_figure")
 
 
 rule mechanism:
@@ -9,7 +9,7 @@ rule mechanism:
     input:
         tokens=f"{RESULTS}/data/tokens_train.npy",  # with docs_train.npy, which the data rule writes beside it
         manifest=f"{RESULTS}/data/manifest.json",
-        code=CODE["mechanism"] + CODE["model"],
+        code=code("mechanism"),
     output:
         f"{RESULTS}/mechanism/{{variant}}.json",
     params:
@@ -34,11 +34,10 @@ rule mechanism:
 rule mechanism_figure:
     """The variants side by side: attention maps, attention on BOS at trigger vs other queries, BOS norm, accuracy."""
     input:
-        results=MECHANISM_JSON,
-        code=[f"{LIB}/mechanism.py", *CODE["figures"]],
+        results=figure_inputs("mechanism_figure"),
+        code=code("mechanism_figure"),
     output:
-        report(f"{FIGDIR}/mechanism.png", caption="../report/mechanism.rst", category="Mechanism"),
-        f"{FIGDIR}/mechanism.pdf",
+        figure_outputs("mechanism_figure"),
     params:
         variants=VARIANTS,
     conda:

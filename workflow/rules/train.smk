@@ -29,7 +29,7 @@ TRAIN_PARAMS = {k: v for k, v in config["train"].items()
                 if k not in TRAIN_OPERATIONAL and not (k in TRAIN_DEFAULTS and v == TRAIN_DEFAULTS[k])}
 # Several processes read the config from a file (train_config). It holds what training depends on,
 # so rewriting it means retraining; the operational keys go to the train command line instead as
-# JSON (softpick.launch --operational), a global of the shell command: neither a param nor part of
+# JSON (softpick launch --operational), a global of the shell command: neither a param nor part of
 # the command's text, so Snakemake reruns nothing when they change.
 # Its eval.max_length is train.seq_len: training evaluates nothing, but the file is validated like any
 # config merged over default.yaml (eval.max_length <= train.seq_len; the default's 256 exceeds a shorter seq_len).
@@ -60,7 +60,7 @@ if TRAIN_PROCESSES > 1:
         input:
             manifest=f"{RESULTS}/data/manifest.json",
             config=f"{RESULTS}/train_config.yaml",
-            code=CODE["train"] + CODE["model"],
+            code=code("train"),  # not the launcher's: how the processes start does not change the model
         output:
             [f"{RESULTS}/models/{{variant}}/{name}" for name in MODEL_FILES],
         params:
@@ -83,7 +83,7 @@ if TRAIN_PROCESSES > 1:
             mem_mb=16000 * TRAIN_GPUS,  # per node
             runtime=60 * 24,
         shell:
-            "{params.python} -m softpick.launch --config {input.config} --variant {wildcards.variant} "
+            "{params.python} -m softpick launch --config {input.config} --variant {wildcards.variant} "
             "--operational {TRAIN_OPERATIONAL_JSON:q} --python {params.python} "
             "--cpus-per-node {resources.cpus_per_task} > {log} 2>&1"
 
@@ -93,7 +93,7 @@ else:
         """Pretrain one attention variant (softmax or softpick) in one process; exports a transformers model."""
         input:
             manifest=f"{RESULTS}/data/manifest.json",
-            code=CODE["train"] + CODE["model"],
+            code=code("train"),
         output:
             [f"{RESULTS}/models/{{variant}}/{name}" for name in MODEL_FILES],
         params:

@@ -1,18 +1,24 @@
-"""Figures and tables as a registry: one module per figure family, each declaring
+"""Every figure and table of the reproduction, as a registry: one module per figure family.
 
-    NAME      the output stem under figures/<run>/ (figures) or results/<run>/tables/ (tables)
-    KIND      "figure" (PNG + PDF) or "table" (Markdown + LaTeX)
-    CAPTION   one sentence, for Snakemake's report
-    READS     the result layout keys it reads (softpick.cli.RESULT_LAYOUT), per variant
-    draw(inputs, out)  inputs: {layout key: {variant: path}} -> the written paths
+    base.py           Figure: name, kind, caption file, report category, the result files it reads, draw()
+    registry.py       REGISTRY (found by module: how to add a figure is written there) and make_all
+    results.py        the results layout under results/<run>/ and the stage that writes each file
+    style.py          colours, labels (the attention kinds'), matplotlib settings, PNG + PDF saving
+    tables.py         number formats and the Markdown + LaTeX table writer
+    paper_numbers.py  the paper's (and the authors' scripts') reference numbers, with their source tables
 
-The older figures still live in softpick.plots (moved here one family at a time)."""
+REGISTRY and make_all are loaded on first use, so that softpick.figures.results is importable without
+matplotlib.
+"""
 from __future__ import annotations
 
-from types import ModuleType
+__all__ = ["REGISTRY", "Figure", "figures_of", "make_all"]
 
-from . import authors_reference, claims_over_training, knockout_table
 
-REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (claims_over_training, knockout_table, authors_reference)}
+def __getattr__(name: str):
+    if name in __all__:
+        from . import registry
+        from .base import Figure
 
-__all__ = ["REGISTRY"]
+        return Figure if name == "Figure" else getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

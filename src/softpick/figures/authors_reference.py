@@ -1,7 +1,7 @@
 """Our analysis beside the numbers the authors' own scripts committed for their released models
 (Phando/SlimPajama-val-sampled, first 1000 documents, BOS first, truncated to L, batch 1, fp16).
 
-REFERENCE holds those numbers. Their v4 Table 3 equals the L = 256 rows of their length sweeps; the
+REFERENCE (paper_numbers.AUTHORS_REFERENCE) holds those numbers. Their v4 Table 3 equals the L = 256 rows of their length sweeps; the
 L = 4096 (2048 for 1.8B) rows are their full-length measurement. Kurtosis, min and max pool what
 transformers' output_hidden_states returns (embedding, every layer's output but the last, the final
 normed output): ours in that pool are `kurtosis_hf_hidden_states` and the per-hidden-state min / max
@@ -14,27 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..plots import _fmt, _label, _tables
+from .base import Figure
+from .paper_numbers import AUTHORS_REFERENCE as REFERENCE
+from .style import label_of
+from .tables import fmt, write_tables
 
-NAME = "authors_reference"
-KIND = "table"
-CAPTION = ("Sink rate, kurtosis, extreme activations and attention sparsity beside the numbers the authors' "
-           "analysis scripts measured on their released models, at the same truncation lengths.")
-READS = ("analysis_json",)
-
-# size -> (layers, heads, [(variant, L, sink eps 0.2, sink eps 0.3, kurtosis, min, max, exact zeros %)]); None = not stated
-REFERENCE: dict[str, dict] = {
-    "340M": {"layers": 24, "heads": 16, "rows": [
-        ("softmax", 256, 71.23, 67.74, 33722.0, None, None, None),
-        ("softpick", 256, None, None, 344.2, None, None, 93.49),
-        ("softmax", 4096, 68.53, 63.41, 27962.8, -207.75, 285.75, 0.92),
-        ("softpick", 4096, 0.0, 0.0, 325.1, -50.88, 56.13, 94.46),  # sink ε=0.2 "≈0.00"
-    ]},
-    "1.8B": {"layers": 32, "heads": 32, "rows": [
-        ("softmax", 2048, 44.41, 16.14, 59249.5, -176.88, 378.75, 0.31),
-        ("softpick", 2048, 0.003, 0.0001, 2277.7, -74.25, 105.06, 96.41),
-    ]},
-}
 FIELDS = ("sink_0.2", "sink_0.3", "kurtosis", "min", "max", "zeros")
 
 
@@ -71,10 +55,10 @@ def ours_at(summary: dict, length: int) -> dict | None:
 
 def _cells(values: dict) -> list[str]:
     kinds = {"sink_0.2": "pct", "sink_0.3": "pct", "kurtosis": "kurt", "min": "num", "max": "num", "zeros": "pct"}
-    return [_fmt(values.get(f), kinds[f]) for f in FIELDS]
+    return [fmt(values.get(f), kinds[f]) for f in FIELDS]
 
 
-def draw(inputs: dict, out) -> list[Path]:
+def draw(inputs: dict, out, run_label: str = "ours") -> list[Path]:
     header = ["model", "L", "sink % ε=0.2", "sink % ε=0.3", "kurtosis", "min", "max", "attention = 0 %"]
     summaries = {v: json.loads(Path(p).read_text()) for v, p in inputs["analysis_json"].items()}
     sizes = {size_of(s) for s in summaries.values()} - {None}
@@ -87,15 +71,18 @@ def draw(inputs: dict, out) -> list[Path]:
             for v, s in summaries.items():
                 ours = ours_at(s, length) if size_of(s) == size else None
                 if ours is not None:
-                    rows.append([f"{_label(v)} (ours)", str(length), *_cells(ours)])
+                    rows.append([f"{label_of(v)} (ours)", str(length), *_cells(ours)])
             for r in refs:
                 if r["length"] == length:
-                    rows.append([f"{_label(r['variant'])} {size} (authors' code) †", str(length), *_cells(r)])
+                    rows.append([f"{label_of(r['variant'])} {size} (authors' code) †", str(length), *_cells(r)])
     notes = ("† Committed outputs of the authors' analysis scripts on their released models (SlimPajama-val-sampled, "
              "first 1000 documents, BOS first, truncated to L, batch 1, fp16); their v4 Table 3 equals the L = 256 rows. "
              "Kurtosis / min / max over transformers' hidden_states (embedding, layer outputs but the last, final norm). "
              "Ours at L below analysis.max_len: the length sweep (sink rate and sparsity only). — = not measured / not stated.")
     if not sizes:
         notes += " This run's models have another shape than the released ones: reference rows only, no matching rows of ours."
-    return _tables(header, rows, "Our analysis beside the authors' measurements of their released models", "tab:authors",
-                   out, groups, notes)
+    return write_tables(header, rows, "Our analysis beside the authors' measurements of their released models",
+                        "tab:authors", out, groups, notes)
+
+
+FIGURES = (Figure("authors_reference", "table", "authors_reference.rst", "Tables", ("analysis_json",), draw),)

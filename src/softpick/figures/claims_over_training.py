@@ -7,13 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import _label, color, plt, save_figure
+from .base import Figure
+from .style import color, label_of, plt, save_figure
 
-NAME = "claims_over_training"
-KIND = "figure"
-CAPTION = ("Validation loss, sink rate (ε 0.3) at several lengths, hidden-state kurtosis, max |h|, exact-zero attention "
-           "and dead heads at every weight snapshot of training.")
-READS = ("dynamics",)
 _LENGTH_STYLES = ["-", "--", ":", "-."]
 
 
@@ -31,7 +27,7 @@ def _series(records: list[dict], key: str, length: str | None = None) -> np.ndar
     return np.array([np.nan if r[key] is None else r[key] for r in records], dtype=float)
 
 
-def draw(inputs: dict, out) -> list[Path]:
+def draw(inputs: dict, out, run_label: str = "ours") -> list[Path]:
     runs = {v: json.loads(Path(p).read_text()) for v, p in inputs["dynamics"].items()}
     lengths = sorted({n for d in runs.values() for r in d["snapshots"] for n in r["sink_rate"]}, key=int)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
@@ -42,9 +38,9 @@ def draw(inputs: dict, out) -> list[Path]:
             if key == "sink":
                 for i, n in enumerate(lengths):
                     ax.plot(x, _series(recs, key, n), _LENGTH_STYLES[i % len(_LENGTH_STYLES)], marker="o", ms=3,
-                            color=color(v), label=f"{_label(v)}, T = {n}")
+                            color=color(v), label=f"{label_of(v)}, T = {n}")
             else:
-                ax.plot(x, _series(recs, key), "-", marker="o", ms=3, color=color(v), label=_label(v))
+                ax.plot(x, _series(recs, key), "-", marker="o", ms=3, color=color(v), label=label_of(v))
         ax.set_title(title)
         ax.set_xlabel("training tokens (M)")
         if logy:
@@ -55,3 +51,6 @@ def draw(inputs: dict, out) -> list[Path]:
     fig.suptitle(f"The claims over training ({first['config']['num_docs']} validation documents per snapshot)")
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+FIGURES = (Figure("claims_over_training", "figure", "claims_over_training.rst", "Training dynamics", ("dynamics",), draw),)

@@ -98,6 +98,40 @@ def linear_layers(model: nn.Module, quantize_lm_head: bool) -> list[tuple[str, n
             if isinstance(mod, nn.Linear) and (quantize_lm_head or mod is not head)]
 
 
+def _vocab_size(config: dict) -> int | None:
+    tok = config.get("data", {}).get("tokenizer", {}) or {}
+    return tok.get("vocab_size", 8192) if tok.get("kind", "bpe") == "bpe" else None
+
+
+def check_group_size(config: dict) -> None:
+    """Every weight HQQ quantizes is split into groups of quantize.group_size consecutive weights, so
+    each quantized layer's weight count must be a multiple of it (the layers: linear_layers of the
+    configured model, built on the meta device). The lm_head counts only when quantized and the
+    vocabulary size is known before the data stage (a BPE tokenizer). A ValueError names the key and
+    the layers (softpick.config.validate_config reports it as a ConfigError)."""
+    quant = config.get("quantize", {})
+    group = quant.get("group_size")
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+        return
+    from ..model import build_model
+
+    lm_head = bool(quant.get("quantize_lm_head", False))
+    vocab = _vocab_size(config) if lm_head else None
+    bad: dict[str, tuple] = {}
+    for variant in config["variants"]:
+        with torch.device("meta"):
+            model = build_model(config["model"], variant, vocab or 256, config["train"]["seq_len"])
+        for name, layer in linear_layers(model, lm_head and vocab is not None):
+            if layer.weight.numel() % group:
+                bad.setdefault(name.split(".")[-1] if ".layers." in name else name, tuple(layer.weight.shape))
+    if bad:
+        shapes = ", ".join(f"{n} {list(s)}" for n, s in bad.items())
+        raise ValueError(
+            f"config key 'quantize.group_size' ({group}) does not divide the weight count of the quantized "
+            f"layers {shapes}: HQQ splits each weight into groups of group_size consecutive values"
+        )
+
+
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -186,7 +220,8 @@ def quantize_and_evaluate(model_dir: str | Path, quant_cfg: dict, eval_cfg: dict
     method defaults to the single entry of quant_cfg["methods"] (or quant_cfg["method"]), bits to
     the single entry of quant_cfg["bits"]. GPTQ reads its calibration windows from data_dir's
     training split (default: val_docs' directory)."""
-    from ..evaluate import check_eval_metrics, eval_kwargs, evaluate_model, load_model_dir, write_json_atomic
+    from ..evaluate import check_eval_metrics, eval_kwargs, evaluate_model, write_json_atomic
+    from ..loading import load_model_and_tokenizer
 
     bits = _pick_bits(quant_cfg, bits)
     if quant_cfg.get("tasks"):  # quantize.tasks: a subset of the tasks (the paper's quantization tables)
@@ -206,7 +241,7 @@ def quantize_and_evaluate(model_dir: str | Path, quant_cfg: dict, eval_cfg: dict
         calibration, calib_record = gptq.calibration_tokens(data_dir, int(settings["calibration_sequences"]),
                                                             int(settings["calibration_length"]),
                                                             int(settings["calibration_seed"]))
-    model, tokenizer = load_model_dir(model_dir, "cpu")
+    model, tokenizer = load_model_and_tokenizer(model_dir, "cpu")  # files checked against the manifest first
     tq = time.perf_counter()
     qmodel, stats = quantize_model(model, method=method, bits=int(bits), group_size=group_size,
                                    quantize_lm_head=bool(quant_cfg.get("quantize_lm_head", False)), inplace=True,
@@ -218,43 +253,6 @@ def quantize_and_evaluate(model_dir: str | Path, quant_cfg: dict, eval_cfg: dict
     res = evaluate_model(qmodel, tokenizer, val_docs=val_docs, device=device, **eval_kwargs(eval_cfg))
     record = {"model_dir": str(model_dir), **res, "seconds": round(time.perf_counter() - t0, 3),
               "quantization": stats}
-    check_eval_metrics(record, out_json)  # the loaded model was checked for NaN / inf in load_model_dir
+    check_eval_metrics(record, out_json)  # the loaded model was checked for NaN / inf by load_model_and_tokenizer
     write_json_atomic(out_json, record)
     return record
-
-
-def main(argv=None) -> int:
-    import argparse
-    import json
-    import sys
-
-    from ..config import load_config
-
-    config = load_config()  # the defaults are configs/default.yaml's, as in the pipeline
-    qdef, edef = config["quantize"], config["eval"]
-    ap = argparse.ArgumentParser(description="Quantize one model dir with one method and evaluate it "
-                                             "(defaults: the default config's quantize and eval sections)")
-    ap.add_argument("model_dir")
-    ap.add_argument("--method", required=True, choices=sorted(METHODS))
-    ap.add_argument("--bits", type=int, required=True)
-    ap.add_argument("--group-size", type=int, default=qdef["group_size"])
-    ap.add_argument("--quantize-lm-head", action=argparse.BooleanOptionalAction, default=qdef["quantize_lm_head"])
-    ap.add_argument("--val-docs", default=None)
-    ap.add_argument("--data-dir", default=None, help="run data dir (GPTQ calibration from its training split)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--tasks", default=",".join(edef["tasks"]))
-    ap.add_argument("--limit", type=int, default=edef["limit"])
-    ap.add_argument("--ppl-max-docs", type=int, default=edef["ppl_max_docs"])
-    ap.add_argument("--batch-size", type=int, default=edef["batch_size"])
-    ap.add_argument("--max-length", type=int, default=edef["max_length"])
-    a = ap.parse_args(argv)
-    qcfg = {**qdef, "methods": [a.method], "bits": [a.bits], "group_size": a.group_size,
-            "quantize_lm_head": a.quantize_lm_head}
-    ecfg = {"tasks": [t for t in a.tasks.split(",") if t], "limit": a.limit, "ppl_max_docs": a.ppl_max_docs,
-            "batch_size": a.batch_size, "max_length": a.max_length}
-    rec = quantize_and_evaluate(a.model_dir, qcfg, ecfg, a.val_docs, a.out, device=a.device, data_dir=a.data_dir)
-    json.dump({k: v for k, v in rec.items() if k != "quantization"} | {"quantization": {
-        k: v for k, v in rec["quantization"].items() if k != "per_layer"}}, sys.stdout, indent=2)
-    print()
-    return 0

@@ -12,24 +12,9 @@ int8 dynamic-activation configs were not evaluated here).
 """
 from __future__ import annotations
 
-import torch
-
-from .rtn import quantize_linear
+from .rtn import GRANULARITIES, fake_quantize_int8, quantize_linear  # noqa: F401 (the int8 quantizer lives beside the layer)
 
 BITS = (8, 4)
-GRANULARITIES = ("per_token", "per_tensor")
-
-
-def fake_quantize_int8(x: torch.Tensor, granularity: str) -> torch.Tensor:
-    """Symmetric dynamic int8 fake quantization of x (last dim = features)."""
-    if granularity == "per_token":
-        amax = x.detach().abs().amax(dim=-1, keepdim=True)
-    elif granularity == "per_tensor":
-        amax = x.detach().abs().amax()
-    else:
-        raise ValueError(f"activation granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    return torch.clamp(torch.round(x / scale), -127, 127) * scale
 
 
 def settings_for(granularity: str) -> dict:

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 BITS = (8, 4, 3, 2)
+GRANULARITIES = ("per_token", "per_tensor")  # of the int8 activation quantization (activation.py)
 SETTINGS = {"scheme": "asymmetric min-max per group, float offset", "group_axis": "input (consecutive columns of a row)",
             "rounding": "nearest (ties to even)", "meta_dtype": "float32"}
 
@@ -52,6 +53,18 @@ def rtn_quantize_weight(w: torch.Tensor, bits: int, group_size: int):
     return codes, scale, lo, group_index(in_f, group_size, w.device)
 
 
+def fake_quantize_int8(x: torch.Tensor, granularity: str) -> torch.Tensor:
+    """Symmetric dynamic int8 fake quantization of x (last dim = features): the inputs of activation.py's layers."""
+    if granularity == "per_token":
+        amax = x.detach().abs().amax(dim=-1, keepdim=True)
+    elif granularity == "per_tensor":
+        amax = x.detach().abs().amax()
+    else:
+        raise ValueError(f"activation granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    return torch.clamp(torch.round(x / scale), -127, 127) * scale
+
+
 class GroupQuantLinear(nn.Module):
     """A linear layer that keeps integer codes + per-group scale / offset and dequantizes in forward.
 
@@ -81,8 +94,6 @@ class GroupQuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_quant is not None:
-            from .activation import fake_quantize_int8
-
             x = fake_quantize_int8(x, self.act_quant)
         return F.linear(x, self.dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 

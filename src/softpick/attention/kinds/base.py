@@ -31,11 +31,12 @@ class KindParameters(nn.Module):
 class AttentionKind:
     name: str = ""
     label: str = ""             # for figures and tables
-    formula: str = ""           # one line, for documentation and the README
+    formula: str = ""           # one line, for documentation (docs/variants.md)
     flash_kernel: str | None = None   # "softpick": the Triton softpick kernel applies (after prepare_query)
     sdpa: bool = False                # softmax weights: torch SDPA applies
     fused_softpick: bool = False      # softpick weights: the fused autograd function applies on CPU
     needs_layer_input: bool = False   # finish() reads the layer input
+    color: str = ""                   # its colour in every figure (Okabe-Ito, colour-blind safe; distinct per kind)
 
     def weights(self, scores: torch.Tensor, mask: torch.Tensor | None, params: KindParameters | None) -> torch.Tensor:
         raise NotImplementedError

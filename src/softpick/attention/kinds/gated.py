@@ -23,6 +23,7 @@ class OutputGate(KindParameters):
 class Gated(AttentionKind):
     name = "gated"
     label = "gated attention"
+    color = "#009E73"  # bluish green
     formula = "softmax attention ⊙ sigmoid(x W_g) (elementwise, per head)"
     sdpa = True
     needs_layer_input = True

@@ -34,6 +34,7 @@ class SinkLogits(KindParameters):
 class LearnedSink(AttentionKind):
     name = "learned_sink"
     label = "learned sink (GPT-OSS)"
+    color = "#999999"  # grey
     formula = "e^{x_i} / (e^{b_h} + Σ_j e^{x_j}), b_h learned per head (init 0)"
 
     def make_params(self, config) -> SinkLogits:

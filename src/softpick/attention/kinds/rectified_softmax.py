@@ -13,6 +13,7 @@ from .base import AttentionKind
 class RectifiedSoftmax(AttentionKind):
     name = "rectified_softmax"
     label = "rectified-only softmax"
+    color = "#E69F00"  # orange
     formula = "[x_i > 0] e^{x_i} / Σ_j [x_j > 0] e^{x_j}"
 
     def weights(self, scores, mask, params):

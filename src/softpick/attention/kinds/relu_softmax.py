@@ -26,6 +26,7 @@ def relu_softmax_weights(scores: torch.Tensor, mask: torch.Tensor | None, eps: f
 class ReluSoftmax(AttentionKind):
     name = "relu_softmax"
     label = "ReLU softmax"
+    color = "#000000"  # black
     formula = "ReLU(e^{x_i} − 1) / (Σ_j ReLU(e^{x_j} − 1) + ε)"
 
     def weights(self, scores, mask, params):

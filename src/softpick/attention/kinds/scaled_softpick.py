@@ -37,6 +37,7 @@ def length_factor(scale: torch.Tensor, num_queries: int, num_keys: int, dtype: t
 class ScaledSoftpick(AttentionKind):
     name = "scaled_softpick"
     label = "scaled softpick"
+    color = "#56B4E9"  # sky blue
     formula = "softpick(s_h · log(p + 2) · q·k / √d), s_h learned per head (init 0.3)"
     flash_kernel = "softpick"
     fused_softpick = True

@@ -8,6 +8,7 @@ from .base import AttentionKind
 class Softmax(AttentionKind):
     name = "softmax"
     label = "softmax"
+    color = "#D55E00"  # vermillion
     formula = "e^{x_i} / Σ_j e^{x_j}"
     sdpa = True
 

@@ -13,6 +13,7 @@ from .learned_sink import softmax_with_sink
 class SoftmaxPlusOne(AttentionKind):
     name = "softmax_plus_one"
     label = "softmax+1"
+    color = "#CC79A7"  # reddish purple
     formula = "e^{x_i} / (1 + Σ_j e^{x_j})"
 
     def weights(self, scores, mask, params):

@@ -9,6 +9,7 @@ from .base import AttentionKind
 class Softpick(AttentionKind):
     name = "softpick"
     label = "softpick"
+    color = "#0072B2"  # blue
     formula = "ReLU(e^{x_i} − 1) / (Σ_j |e^{x_j} − 1| + ε)"
     flash_kernel = "softpick"
     fused_softpick = True
