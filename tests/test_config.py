@@ -155,18 +155,21 @@ def test_eval_longer_than_training_is_refused_naming_both_keys():
     assert (config["train"]["seq_len"], config["eval"]["max_length"]) == (64, 64)
 
 
-def _config_stack(path: Path) -> list[Path]:
-    """The files a shipped config is run with: the --configfile list its header names (an overlay such as
-    small-seed2.yaml goes over small.yaml), or the file alone; default.yaml is the base of every stack."""
-    header = re.search(r"--configfile ((?:configs/[\w.-]+\.yaml ?)+)", path.read_text())
-    names = header.group(1).split() if header else [f"configs/{path.name}"]
-    assert f"configs/{path.name}" in names, (path.name, names)
-    return [REPO / name for name in names]
+def _dvc_stages():
+    """scripts/dvc_stages.py, which reads each config's --configfile list from its header's usage line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dvc_stages", REPO / "scripts" / "dvc_stages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_config_is_valid(name):
-    """Each file of configs/ merged over configs/default.yaml (with the base its header runs it on), as
-    Snakemake merges --configfile files over the Snakefile's configfile, passes validation."""
-    config = load_config(_config_stack(REPO / "configs" / name))
+    """Each file of configs/ merged over configs/default.yaml, after the files its header runs it on (an
+    overlay such as small-seed2.yaml goes over small.yaml), as Snakemake merges --configfile files over the
+    Snakefile's configfile, passes validation."""
+    stages = _dvc_stages()
+    config = stages.run_config(stages.config_files(f"configs/{name}"))
     assert config["eval"]["max_length"] <= config["train"]["seq_len"]
