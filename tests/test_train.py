@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from softpick.train import NonFiniteError, WindowSampler, list_checkpoints, lr_at, save_checkpoint, train
+from softpick.schedule import lr_at
+from softpick.train import NonFiniteError, list_checkpoints, save_checkpoint, train
+from softpick.windows import WindowSampler
 
 
 def weights(model_dir):
@@ -188,7 +190,7 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tiny_config, tiny_d
 def test_gather_windows_bos_first_replaces_only_the_first_input():
     import numpy as np
 
-    from softpick.train import gather_windows
+    from softpick.windows import gather_windows
 
     tokens = np.arange(100, 140, dtype=np.uint16)
     starts = np.array([0, 8, 24])
@@ -239,7 +241,7 @@ def test_bos_first_needs_a_bos_token():
     import types
 
     from softpick.config import ConfigError
-    from softpick.train import window_bos_id
+    from softpick.windows import window_bos_id
 
     assert window_bos_id({"bos_first": False}, types.SimpleNamespace(bos_token_id=None)) is None
     assert window_bos_id({}, types.SimpleNamespace(bos_token_id=1)) is None

@@ -103,7 +103,7 @@ def run_dynamics(model_dir: str | Path, data_dir: str | Path, config: dict, out_
     from transformers import AutoTokenizer
 
     from .data import load_tokens
-    from .train import window_bos_id
+    from .windows import window_bos_id
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     snaps = list_snapshots(model_dir)

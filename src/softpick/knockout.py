@@ -40,7 +40,7 @@ DEFAULT_KNOCKOUT: dict = {
 
 
 def _windows(val_tokens: np.ndarray, length: int, count: int, bos_id: int | None) -> torch.Tensor:
-    from .train import gather_windows
+    from .windows import gather_windows
 
     n = (len(val_tokens) - 1) // length
     if n == 0:
@@ -150,7 +150,7 @@ def run_knockout(model_dir: str | Path, data_dir: str | Path, config: dict, out_
 
     from .data import load_tokens
     from .loading import load_model
-    from .train import window_bos_id
+    from .windows import window_bos_id
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     model = load_model(model_dir, device=device)  # files checked against the manifest; finite
