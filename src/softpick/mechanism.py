@@ -38,6 +38,7 @@ import torch
 
 from .analysis import Batch, PassInfo, SinkRate, sink_rate, sink_scores
 from .atomic import write_json_atomic
+from .schedule import warmup_cosine
 
 __all__ = [
     "BOS", "BigramBackcopy", "bigram_task_from_tokens", "load_task", "build_model", "train_model",
@@ -207,11 +208,7 @@ def _rngs(seed: int) -> tuple[np.random.Generator, ...]:
 
 def lr_factor(step: int, cfg: dict) -> float:
     """Linear warm-up over warmup_steps, then cosine decay to min_lr_ratio at the last step."""
-    warmup, total, floor = cfg["warmup_steps"], cfg["steps"], cfg["min_lr_ratio"]
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warmup_cosine(step, 1.0, cfg["min_lr_ratio"], cfg["warmup_steps"], cfg["steps"])
 
 
 def train_model(model, task: BigramBackcopy, cfg: dict, rng: np.random.Generator, log=print,
