@@ -24,7 +24,8 @@ import yaml
 from safetensors.torch import load_file
 
 from softpick.config import ConfigError, load_config
-from softpick.train import check_distributed, list_checkpoints, train
+from softpick.distributed import check_distributed
+from softpick.train import list_checkpoints, train
 
 MAX_ABS_DIFF_1_VS_2 = 1e-5
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from softpick.config import load_config
-from softpick.train import check_distributed
+from softpick.distributed import check_distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = "fla-hub/transformer-1.3B-100B"

@@ -36,72 +36,19 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .checkpoint import COMPLETE_MARKER, list_checkpoints, save_checkpoint  # noqa: F401 (the public names)
 from .data import load_tokens
-from .errors import ConfigError
+from .distributed import (check_distributed, full_model_state, full_tensor, full_training_state, join_process_group,
+                          load_full_training_state, peak_memory, shard_model)
 from .loading import resolve_device
 from .model import build_model, count_parameters
 from .schedule import lr_at
 from .tracking import RunTracker
 from .windows import WindowSampler, gather_windows, window_bos_id
 
-PARALLELISMS = ("ddp", "fsdp")
 SNAPSHOT_DIR = "snapshots"  # train.snapshot_every: weights kept at fixed steps (the dynamics stage reads them)
-DTYPES = ("float32", "bfloat16")
 
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient norm."""
-
-
-# ----------------------------------------------------------------------------- distributed settings
-def check_distributed(tcfg: dict, world: int) -> int:
-    """Validate the parallel-training keys for `world` processes; return the accumulation steps.
-
-    Raises ConfigError naming the keys: the global batch must split evenly into micro-batches on
-    every process; an unknown parallelism or dtype is refused.
-    """
-    gbs, mbs = tcfg["global_batch_size"], tcfg["micro_batch_size"]
-    if world < 1:
-        raise ConfigError(f"the process count must be >= 1, got {world}")
-    if gbs % (mbs * world):
-        raise ConfigError(
-            f"config key 'train.global_batch_size' ({gbs}) must be a multiple of 'train.micro_batch_size' ({mbs}) "
-            f"x processes ({world}) = {mbs * world}; change train.global_batch_size, train.micro_batch_size "
-            f"or the process count (train.gpus / torchrun --nproc_per_node)"
-        )
-    parallelism = tcfg.get("parallelism", "ddp")
-    if parallelism not in PARALLELISMS:
-        raise ConfigError(f"config key 'train.parallelism': {parallelism!r} is not one of {PARALLELISMS}")
-    dtype = tcfg.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise ConfigError(f"config key 'train.dtype': {dtype!r} is not one of {DTYPES}")
-    return gbs // (mbs * world)
-
-
-def _peak_memory(device: torch.device) -> tuple[float, str]:
-    """Peak memory in GiB of this process: CUDA max allocated, or the CPU max resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda_max_allocated"
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "cpu_max_rss"  # ru_maxrss is KiB on Linux
-
-
-def _full_tensor(t):
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def _fsdp_state(model, optimizer) -> tuple[dict, dict]:
-    """Full (unsharded) model and optimizer state on rank 0, CPU; a collective on every rank."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _fsdp_load(model, optimizer, model_state: dict, optim_state: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                   options=StateDictOptions(full_state_dict=True))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -228,14 +175,7 @@ def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) 
     # JSONL log + optional TensorBoard / W&B; imports checked on every rank, before any collective
     tracker = RunTracker(config, variant, out_dir, ckpt_dir, rank=rank)
 
-    owns_group = False
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            owns_group = True
+    device, owns_group = join_process_group(device, world)
     torch.set_num_threads(tcfg.get("threads", 1))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -261,14 +201,7 @@ def _setup(config: dict, variant: str, data_dir: Path, out_dir: Path, ckpt_dir) 
         for module in (model.model.layers if fsdp else [model]):
             module.compile()
     if fsdp:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        # bf16: gather parameters in bf16, reduce gradients in fp32; fp32 master weights stay sharded
-        mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if tcfg.get("dtype", "float32") == "bfloat16" else MixedPrecisionPolicy())
-        for layer in model.model.layers:
-            fully_shard(layer, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
+        shard_model(model, tcfg.get("dtype", "float32"))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -309,7 +242,7 @@ def _resume(job: _Job) -> _Progress:
         raise ValueError(f"checkpoint {path} was written with train.parallelism {written_with!r}; "
                          f"resume it with the same setting (or move {job.ckpt_dir} away)")
     if job.fsdp:
-        _fsdp_load(job.model, job.optimizer, state["model"], state["optimizer"])
+        load_full_training_state(job.model, job.optimizer, state["model"], state["optimizer"])
     else:
         job.model.load_state_dict(state["model"])
         job.optimizer.load_state_dict(state["optimizer"])
@@ -380,7 +313,7 @@ def _optimizer_step(job: _Job, progress: _Progress) -> tuple[float, torch.Tensor
     if world > 1:
         dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
     clip = tcfg.get("grad_clip")
-    grad_norm = _full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf")))
+    grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf")))
     if bool(torch.isfinite(loss_sum)) and bool(torch.isfinite(grad_norm)):
         optimizer.step()
         progress.consecutive_skips = 0
@@ -402,7 +335,7 @@ def _log_step(job: _Job, progress: _Progress, lr: float, loss_sum, grad_norm, tp
     peak_flops = tcfg.get("peak_tflops")
     if peak_flops:  # model FLOP utilisation over all processes (tokens_per_s is global)
         record["mfu"] = job.flops_per_token * tps / (peak_flops * 1e12 * job.world)
-    record["peak_mem_gib"], record["peak_mem_kind"] = _peak_memory(job.device)
+    record["peak_mem_gib"], record["peak_mem_kind"] = peak_memory(job.device)
     if step % tcfg.get("val_every", 50) == 0 or step == tcfg["max_steps"]:
         if job.fsdp or job.rank == 0:  # sharded weights: every rank takes part in the forward
             with job.autocast:
@@ -422,7 +355,7 @@ def _save(job: _Job, progress: _Progress) -> None:
         dist.all_gather_object(gathered, rng)
         rng = gathered
     if fsdp:
-        model_state, optim_state = _fsdp_state(job.model, job.optimizer)  # collective: every rank
+        model_state, optim_state = full_training_state(job.model, job.optimizer)  # collective: every rank
     elif rank == 0:
         model_state, optim_state = job.model.state_dict(), job.optimizer.state_dict()
     if rank == 0:
@@ -453,9 +386,7 @@ def _snapshot(job: _Job, progress: _Progress) -> None:
     if step not in snapshot_steps(job.tcfg):
         return
     if job.fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(job.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = full_model_state(job.model)
     else:
         state = job.model.state_dict() if job.rank == 0 else None
     if job.rank == 0:
@@ -481,9 +412,7 @@ def _export(job: _Job, progress: _Progress) -> dict:
                "dtype": tcfg.get("dtype", "float32"), "fingerprint": job.fingerprint["fingerprint"]}
     export_source = job.model
     if job.fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full = get_model_state_dict(job.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = full_model_state(job.model)
         if rank == 0:
             export_source = build_model(config["model"], job.variant, len(job.tokenizer), job.seq_len)
             export_source.load_state_dict(full)

@@ -3,7 +3,7 @@ import sys
 
 from softpick.checkpoint import OPERATIONAL_TRAIN_KEYS
 from softpick.launch import slurm_resources, train_processes
-from softpick.train import check_distributed
+from softpick.distributed import check_distributed
 
 # train.gpus: processes per node (0 = CPU, 1 = one GPU process, N > 1 = torchrun with N processes);
 # train.nodes: machines. processes = nodes x gpus. More than one process: softpick.launch builds the
