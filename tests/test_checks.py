@@ -428,7 +428,7 @@ def test_stage_invocation_of_the_docs_still_runs(tmp_path, monkeypatch, restore_
 # ----------------------------------------------------------------------------- issue 15: exported model dirs checked
 @pytest.fixture
 def exported_run(data_copy):
-    """A train-exported model (train.export_model) beside the data, in the layout results/tiny/ of a scratch root."""
+    """A train-exported model (train_export.export_model) beside the data, in the layout results/tiny/ of a scratch root."""
     from test_hf_loading import export_tiny_model
 
     model_dir = data_copy.parent / "models" / "softpick"

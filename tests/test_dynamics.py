@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from softpick.analysis import analyze_model
 from softpick.data import load_tokens
 from softpick.dynamics import SnapshotError, list_snapshots, load_snapshot, measure_snapshot, run_dynamics
-from softpick.train import snapshot_steps, train
+from softpick.train import train
+from softpick.train_export import snapshot_steps
 
 
 def _config(tiny_config, every=4):

@@ -24,7 +24,7 @@ def export_tiny_model(out_dir: Path, data_dir: Path, kind: str, *, kv_heads: int
     from transformers import AutoTokenizer
 
     from softpick.model import build_model
-    from softpick.train import export_model
+    from softpick.train_export import export_model
 
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config["model"].update(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,

@@ -467,7 +467,7 @@ def import_stage(config: dict, variant: str, model_dir: str | Path, data_dir: st
 
     from .atomic import sha256_file, write_json_atomic
     from .errors import ConfigError
-    from .train import git_commit
+    from .train_export import git_commit
 
     sources = models_from_sources(config)
     if variant not in sources:
