@@ -42,7 +42,7 @@ def main() -> int:
     from softpick.data import load_tokens
     from softpick.loading import resolve_device
     from softpick.model import build_model
-    from softpick.train import list_checkpoints
+    from softpick.checkpoint import list_checkpoints
 
     config = load_config(a.config, a.set)
     paths = run_paths(config, ROOT)

@@ -23,9 +23,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from softpick.checkpoint import list_checkpoints
 from softpick.config import ConfigError, load_config
 from softpick.distributed import check_distributed
-from softpick.train import list_checkpoints, train
+from softpick.train import train
 
 MAX_ABS_DIFF_1_VS_2 = 1e-5
 REPO = Path(__file__).resolve().parents[1]

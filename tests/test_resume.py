@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from softpick.train import list_checkpoints, train
+from softpick.checkpoint import list_checkpoints
+from softpick.train import train
 
 from conftest import run_concurrently
 
@@ -130,7 +131,7 @@ def test_no_loadable_checkpoint_starts_fresh_with_warning(tiny_config, tiny_data
 
 def test_checkpoint_without_fingerprint_is_not_resumed(tiny_config, tiny_data_dir, tmp_path, capfd):
     """A checkpoint of an older version (no fingerprint) may come from any config: start fresh."""
-    from softpick.train import save_checkpoint
+    from softpick.checkpoint import save_checkpoint
 
     run = tmp_path / "run" / "softmax"
     save_checkpoint(ckpt_dir(run), 3, {"step": 3, "model": {}}, keep=2)

@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from softpick.checkpoint import list_checkpoints, save_checkpoint
 from softpick.schedule import lr_at
-from softpick.train import NonFiniteError, list_checkpoints, save_checkpoint, train
+from softpick.train import NonFiniteError, train
 from softpick.windows import WindowSampler
 
 

@@ -31,7 +31,6 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .checkpoint import COMPLETE_MARKER, list_checkpoints, save_checkpoint  # noqa: F401 (the public names)
 from .data import load_tokens
 from .distributed import (check_distributed, full_model_state, full_tensor, full_training_state, join_process_group,
                           load_full_training_state, peak_memory, shard_model)
