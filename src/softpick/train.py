@@ -14,7 +14,8 @@ flops_per_token, MFU when train.peak_tflops is known, peak memory), and optional
 resumes from the newest loadable checkpoint whose fingerprint (config, data manifest, code) matches
 this job's, restoring model, optimizer, data position and RNG states; otherwise it starts fresh
 (checkpoint.py). train() = _setup, _resume, _run_steps (_optimizer_step, _log_step, _save), _export:
-the final model is exported with save_pretrained, its tokenizer beside it.
+the final model is exported with save_pretrained, its tokenizer beside it (train_export.py). The data
+order is windows.py's, the lr schedule schedule.py's, the process group and FSDP2 plumbing distributed.py's.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from .tracking import RunTracker
 from .train_export import SNAPSHOT_DIR, export_model, git_commit, snapshot_steps, write_snapshot
 from .windows import WindowSampler, gather_windows, window_bos_id
 
+
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient norm."""
 
@@ -49,6 +51,7 @@ class NonFiniteError(RuntimeError):
 @torch.no_grad()
 def validation_loss(model, tokens: np.ndarray, seq_len: int, batches: int, batch_size: int, device,
                     bos_id: int | None = None) -> float | None:
+    """Mean loss over up to batches x batch_size evenly spaced windows of tokens; None when there are none."""
     n = (len(tokens) - 1) // seq_len
     if batches == 0 or n == 0:
         return None
