@@ -138,7 +138,8 @@ def test_reference_table_puts_ours_beside_the_authors(tmp_path):
 @pytest.mark.parametrize("name, hidden, layers, heads, mlp, max_len", [
     ("authors-340m", 1024, 24, 16, 2816, 4096), ("authors-1.8b", 2048, 32, 32, 5632, 2048)])
 def test_authors_configs(name, hidden, layers, heads, mlp, max_len):
-    from softpick.importer import fla_intermediate_size, models_from_sources
+    from softpick.fla_config import fla_intermediate_size
+    from softpick.importer import models_from_sources
 
     c = load_config([str(ROOT / "configs" / f"{name}.yaml")])
     size = name.split("-")[1].upper().replace("M", "M")

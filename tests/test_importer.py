@@ -18,8 +18,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from softpick.importer import (ATTN_IMPL_KINDS, CheckpointFormatError, ImportSourceError, import_fla_transformer,
-                               import_stage, parse_source)
+from softpick.fla_config import ATTN_IMPL_KINDS, CheckpointFormatError
+from softpick.fla_source import ImportSourceError, parse_source
+from softpick.importer import import_fla_transformer, import_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_heads=4, vocab_size=300, max_position_embeddings=64)
