@@ -16,7 +16,6 @@ from softpick.model import SoftpickConfig, SoftpickForCausalLM
 
 mpmath.mp.dps = 50
 LEARNED = [k for k in KINDS if get_kind(k).has_params]
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.json"
 
 
 # ------------------------------------------------------------------ the formulas, one row at a time
@@ -317,8 +316,9 @@ def test_dispatch_errors_name_the_kind():
 def test_registry_schema_and_figure_style_agree():
     from softpick.figures.style import color, label_of
 
-    schema = json.loads(SCHEMA.read_text())
-    assert schema["properties"]["variants"]["items"]["enum"] == list(KINDS)
+    from softpick.schema import load_schema
+
+    assert load_schema()["properties"]["variants"]["items"]["enum"] == list(KINDS)  # filled from the registry
     assert {k: get_kind(k).label for k in KINDS} == {k: label_of(k) for k in KINDS}
     assert all(get_kind(k).color and get_kind(k).label for k in KINDS)  # every kind has its colour and label
     assert len({color(k) for k in KINDS}) == len(KINDS)

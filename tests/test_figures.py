@@ -309,6 +309,21 @@ def test_hidden_box_plot_draws_boxes_outliers_and_exact_extremes(tmp_path, monke
     np.savez(old, topk_values=np.zeros((5, 4)))
     assert hidden_states.plot_hidden_box({"softmax": js["softmax"]}, {"softmax": old}, tmp_path / "none") is None
 
+def test_hidden_box_plot_is_the_same_picture_every_time(tmp_path):
+    """The outliers' jitter comes from a fixed seed (seaborn's stripplot draws it from numpy's global RNG),
+    whatever that RNG's state; the caller's global RNG is left as it was."""
+    js, nz = {}, {}
+    for k, (v, scale) in enumerate((("softmax", 300.0), ("softpick", 30.0))):
+        js[v], nz[v], _ = _box_inputs(tmp_path, v, scale, seed=k)
+    pngs = []
+    for run, global_seed in enumerate((1, 2)):
+        np.random.seed(global_seed)
+        png = hidden_states.plot_hidden_box(js, nz, tmp_path / f"box{run}")[0]
+        assert np.random.random() == np.random.RandomState(global_seed).random()  # the caller's RNG untouched
+        pngs.append(png.read_bytes())
+    assert pngs[0] == pngs[1]
+
+
 def ev(acc, se, ppl, bits=None):
     d = {"tasks": {"arc_easy": {"acc_norm": acc, "acc_norm_stderr": se}}, "perplexity": {"word_perplexity": ppl}}
     if bits: d["quantization"] = {"bits": bits, "method": "hqq"}

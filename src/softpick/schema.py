@@ -1,13 +1,16 @@
 """The config's JSON schema: workflow/schemas/config.schema.json with one fragment per pipeline section
-("$ref": "<section>.schema.json"), the registries' names filled in as enums ("x-enum-from"), and
+("$ref": "<section>.schema.json"), the registries' names filled in as enums ("x-enum-from": a name of
+REGISTRIES: the attention kinds and backends, the quantization methods and their bit widths, the evaluation
+tasks, the data sources; no hand-kept list beside the code's), and
 validation against it naming the offending key. softpick.config validates whole configs with it; a stage
 checks the section it receives (validate_section: the data stage's data section)."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError
 
@@ -41,13 +44,59 @@ def _inline_refs(node: Any, schema_dir: Path) -> Any:
     return node
 
 
-def _registry(name: str) -> tuple[list[str], str]:
-    """(names, one description line per name) of a registry a schema node names with "x-enum-from"."""
-    if name == "data.sources":
-        from .data.sources import SOURCES
+def _imported(module: str, name: str) -> Any:
+    """`name` of the softpick module `module`, imported by its dotted name rather than by an import statement:
+    an enum only validates (no result depends on it), and softpick.stages.code follows import statements, so
+    the registries' modules stay out of the code inputs of the stages that validate a config (the data stage,
+    which checks its section, does not rerun when an attention kind or a quantizer changes)."""
+    return getattr(importlib.import_module(module), name)
 
-        return list(SOURCES), "; ".join(s.describe() for s in SOURCES.values())
-    raise ValueError(f"schema: unknown registry {name!r} in x-enum-from")
+
+def _data_sources() -> tuple[list, list[str]]:
+    sources = _imported("softpick.data.sources", "SOURCES")
+    return list(sources), [s.describe() for s in sources.values()]
+
+
+def _attention_kinds() -> tuple[list, list[str]]:
+    kinds = _imported("softpick.attention.kinds", "REGISTRY")
+    return list(kinds), [f"{name}: {kind.formula}" for name, kind in kinds.items()]
+
+
+def _attention_backends() -> tuple[list, list[str]]:
+    return list(_imported("softpick.attention", "BACKENDS")), []
+
+
+def _quantize_methods() -> tuple[list, list[str]]:
+    methods = _imported("softpick.quantize", "METHODS")
+    return list(methods), [f"{name} ({'/'.join(map(str, m.bits))} bits{', calibrated' if m.calibrated else ''}): {m.description}"
+                           for name, m in methods.items()]
+
+
+def _quantize_bits() -> tuple[list, list[str]]:
+    methods = _imported("softpick.quantize", "METHODS")
+    return sorted({b for m in methods.values() for b in m.bits}, reverse=True), []
+
+
+def _evaluate_tasks() -> tuple[list, list[str]]:
+    return list(_imported("softpick.evaluate", "TASKS")), []
+
+
+# "x-enum-from" name -> () -> (the registry's names, one description line per name or none)
+REGISTRIES: dict[str, Callable[[], tuple[list, list[str]]]] = {
+    "data.sources": _data_sources,            # softpick.data.sources.SOURCES
+    "attention.kinds": _attention_kinds,      # softpick.attention.kinds.REGISTRY
+    "attention.backends": _attention_backends,  # softpick.attention.BACKENDS
+    "quantize.methods": _quantize_methods,    # softpick.quantize.METHODS
+    "quantize.bits": _quantize_bits,          # the bit widths some method of softpick.quantize.METHODS supports
+    "evaluate.tasks": _evaluate_tasks,        # softpick.evaluate.TASKS
+}
+
+
+def _registry(name: str) -> tuple[list, list[str]]:
+    """(names, description lines) of a registry a schema node names with "x-enum-from"."""
+    if name not in REGISTRIES:
+        raise ValueError(f"schema: unknown registry {name!r} in x-enum-from (known: {', '.join(REGISTRIES)})")
+    return REGISTRIES[name]()
 
 
 def _fill_enums(node: Any) -> Any:
@@ -55,9 +104,12 @@ def _fill_enums(node: Any) -> Any:
     descriptions after its own), so the schema lists what the code implements."""
     if isinstance(node, dict):
         if "x-enum-from" in node:
+            if "enum" in node:
+                raise ValueError(f"schema: a node with x-enum-from {node['x-enum-from']!r} lists an enum of its own")
             names, described = _registry(node["x-enum-from"])
             node["enum"] = names
-            node["description"] = f"{node.get('description', '')} {described}".strip()
+            if described:
+                node["description"] = f"{node.get('description', '')} {'; '.join(described)}".strip()
         for value in node.values():
             _fill_enums(value)
     elif isinstance(node, list):
@@ -66,10 +118,18 @@ def _fill_enums(node: Any) -> Any:
     return node
 
 
+def _inlined(schema_dir: Path) -> dict:
+    return _inline_refs(json.loads((schema_dir / "config.schema.json").read_text()), schema_dir)
+
+
 def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict:
     """config.schema.json with its fragments inlined and the registries' enums filled in."""
-    schema = json.loads((schema_dir / "config.schema.json").read_text())
-    return _fill_enums(_inline_refs(schema, schema_dir))
+    return _fill_enums(_inlined(schema_dir))
+
+
+def section_schema(name: str, schema_dir: Path = SCHEMA_DIR) -> dict:
+    """The schema of one section, with the enums of its own registries filled in (only theirs)."""
+    return _fill_enums(_inlined(schema_dir)["properties"][name])
 
 
 def _describe(error) -> str:
@@ -125,5 +185,4 @@ def raise_schema_errors(schema: dict, instance: dict) -> None:
 def validate_section(name: str, section: Any) -> None:
     """Check one section (e.g. the data section a stage receives) against its schema; ConfigError naming
     the key as '<name>.<key>'."""
-    schema = load_schema()["properties"][name]
-    raise_schema_errors({"type": "object", "properties": {name: schema}}, {name: section})
+    raise_schema_errors({"type": "object", "properties": {name: section_schema(name)}}, {name: section})

@@ -3,6 +3,7 @@
 the npz's "hidden_sample" with the analysis JSON's exact extremes), softpick.analysis."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -84,6 +85,22 @@ def _thin(x: np.ndarray, k: int) -> np.ndarray:
     return x[np.concatenate([head, pick])]
 
 
+JITTER_SEED = 0  # the outlier dots' horizontal jitter in plot_hidden_box
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int):
+    """numpy's global RNG seeded with `seed` inside, the caller's state restored after: seaborn's stripplot
+    draws its jitter from np.random.uniform and takes no seed (0.13), so this makes the same inputs give the
+    same picture without disturbing anyone else's draws."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _box_linthresh(samples: Sequence[np.ndarray]) -> float:
     """Linear range of the symlog axis: the median over hidden states of the larger |quartile| (boxes stay linear)."""
     ext = []
@@ -102,7 +119,7 @@ def plot_hidden_box(json_paths: Mapping[str, str | Path], npz_paths: Mapping[str
     """Per-layer box plots of the hidden-state values (the paper's Fig. 4), one panel per variant, shared
     symlog y axis (linear within ±linthresh; None = a power of ten near the typical box). Boxes: quartiles
     and 1.5 IQR whiskers of each hidden state's sample (analysis `hidden_sample`); dots: up to max_outliers
-    of the sample's outliers; diamonds: the exact min and max over every analysed value. None when no npz
+    of the sample's outliers (jittered sideways from a fixed seed: the same inputs give the same PNG); diamonds: the exact min and max over every analysed value. None when no npz
     holds a hidden_sample."""
     import pandas as pd
     import seaborn as sns
@@ -139,13 +156,15 @@ def plot_hidden_box(json_paths: Mapping[str, str | Path], npz_paths: Mapping[str
                 lo, hi = q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)
             fl += [(lab, float(y)) for y in _thin(x[(x < lo) | (x > hi)], max_outliers)]
         if fl:
-            sns.stripplot(data=pd.DataFrame(fl, columns=["hidden state", "value"]), x="hidden state", y="value",
-                          order=labels, ax=ax, color=color(v), size=2.2, alpha=0.45, jitter=0.18, zorder=3)
+            with _seeded_global_rng(JITTER_SEED):
+                sns.stripplot(data=pd.DataFrame(fl, columns=["hidden state", "value"]), x="hidden state", y="value",
+                              order=labels, ax=ax, color=color(v), size=2.2, alpha=0.45, jitter=0.18, zorder=3)
         per = s.get("per_hidden_state") or {}
         if per.get("min") and per.get("max") and len(per["min"]) == len(labels):
             ext = [(lab, num(per[k][i])) for i, lab in enumerate(labels) for k in ("min", "max")]
-            sns.stripplot(data=pd.DataFrame(ext, columns=["hidden state", "value"]), x="hidden state", y="value",
-                          order=labels, ax=ax, color="black", marker="D", size=4, jitter=False, zorder=4)
+            with _seeded_global_rng(JITTER_SEED):  # jitter=False still draws zeros from the global RNG
+                sns.stripplot(data=pd.DataFrame(ext, columns=["hidden state", "value"]), x="hidden state", y="value",
+                              order=labels, ax=ax, color="black", marker="D", size=4, jitter=False, zorder=4)
         peak = num(s.get("max_abs")) if s else float(np.nanmax(np.abs(smp)))
         ax.set_title(f"{label_of(v)} (max |h| {peak:.1f})", color=color(v), fontweight="bold")
         ax.set(xlabel="hidden state (emb = embedding, out = final norm)", ylabel="value (symlog)" if ax is axes[0][0] else "")
