@@ -6,6 +6,9 @@
 #   bash benchmarks/run_small_dag_device.sh collect   # results/<run> (models left out), figures, logs -> $OUT
 # Another run: CONFIGS="configs/small.yaml configs/small-seed2.yaml" RUN=small-seed2 UNTIL="analyze evaluate quantize"
 # (UNTIL: snakemake --until, the rules to stop at; empty = the whole DAG).
+# A run whose files git tracks (results/small, results/small-seed2): the device tool copies the tracked files again
+# on every call, which replaces a training log under a running training (its export then holds the old records;
+# docs/results.md, "Seed 2 again"). Retrain such a run as a copy of its config under another run_name.
 # The DAG is the user's command with the device's cores: both trainings share the GPU (resources gpu=2;
 # the train rule takes gpu=1 each), every other job runs beside them on the 16 cores; gpu_mem_gb (the card's
 # memory less 10 %) caps the evaluate / quantize jobs at what the GPU holds (each declares its peak,
