@@ -452,8 +452,12 @@ def test_snakemake_ctrl_c_then_rerun_recovers(tmp_path):
            "SOFTPICK_TEST_HOLD_FILE": str(hold), "SOFTPICK_TEST_HOLD_STEP": str(hold_step)}
     log_path = tmp_path / "snakemake.out"
     with open(log_path, "w") as log_file:
+        # SIGINT back to its default in Snakemake: a shell without job control starts background commands
+        # (`pytest &`, a CI runner's nohup) with SIGINT ignored, which Python and its children inherit, and
+        # the Ctrl-C below would then do nothing (the job held on forever)
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 1800  # a hang guard only: the job waits for us at hold_step
         while not reached.exists():
